@@ -1,0 +1,122 @@
+"""The base class every copart_hub model derives from (save / load / hub / config)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
+from torch import nn
+
+from .errors import CheckpointMismatchError
+from .registry import get_architecture
+from .resolve import resolve_checkpoint
+
+T = TypeVar("T", bound="CopartModel")
+
+REPO_URL = "https://github.com/copart-hub/copart_hub"
+
+
+class CopartModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="copart_hub",
+    pipeline_tag="image-segmentation",
+    license="apache-2.0",
+    repo_url=REPO_URL,
+    docs_url=REPO_URL + "#readme",
+    tags=["copart-hub", "part-segmentation", "self-supervised"],
+):
+    """``nn.Module`` + Hub mixin with a JSON config made of the flat ``__init__`` kwargs.
+
+    Subclasses are registered with :func:`copart_hub.hub.registry.register_architecture`, which
+    sets :attr:`architecture`; the key is written into ``config.json`` so that
+    :func:`copart_hub.from_pretrained` can rebuild the right class. Loading is safetensors-only
+    and strict.
+    """
+
+    architecture: ClassVar[str] = ""
+    #: config keys that must be reset before saving (e.g. a local path to backbone weights
+    #: that only matters at construction time and is superseded by ``model.safetensors``)
+    transient_config: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The JSON config (``architecture`` + constructor kwargs) that rebuilds this model."""
+        cfg = dict(self._hub_mixin_config or {})
+        cfg.update(self.transient_config)
+        return {"architecture": self.architecture, **cfg}
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
+        """Write ``config.json``, ``model.safetensors`` and (if absent) a ``README.md`` card."""
+        kwargs.setdefault("config", self.config)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls: type[T],
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        **overrides: Any,
+    ) -> T:
+        """Load a checkpoint from a local folder, the bundled zoo, or a Hub repo id (strict).
+
+        ``overrides`` replace config values that do not change the weights' shapes (for
+        example the default number of superpixels).
+        """
+        config_file, weights_file = resolve_checkpoint(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        arch = config.pop("architecture", None)
+        if arch is None:
+            raise CheckpointMismatchError(f"{config_file} has no 'architecture' key")
+        target = get_architecture(arch)
+        if not issubclass(target, cls):
+            raise CheckpointMismatchError(
+                f"{pretrained_model_name_or_path} holds a {target.__name__!r} ({arch}), "
+                f"not a {cls.__name__}"
+            )
+        model = target(**{**config, **overrides})
+        load_weights_strict(model, weights_file, map_location)
+        return model.eval()
+
+
+def load_weights_strict(
+    model: nn.Module, weights_file: str | Path, map_location: str | torch.device = "cpu"
+) -> None:
+    """Load a safetensors file into ``model``; any missing/unexpected/misshaped key is an error."""
+    state = load_file(str(weights_file), device=str(map_location))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [
+        f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected))
+    if misshaped:
+        problems.append("shape mismatch: " + ", ".join(misshaped))
+    if problems:
+        raise CheckpointMismatchError(
+            f"{weights_file} does not match {type(model).__name__}: " + "; ".join(problems)
+        )
+    model.load_state_dict(state, strict=True)
+    model.to(map_location)

@@ -1,0 +1,151 @@
+"""SSN: Superpixel Sampling Networks (Jampani et al., ECCV 2018).
+
+``SSN_deep`` learns 15 pixel-feature channels with a small CNN and appends them to the scaled
+XYLab input (20 channels in all); ``SSN_pix`` (``deep=False``) clusters XYLab directly and has
+no parameters. Superpixels come from :func:`copart_hub.ops.slic.differentiable_slic`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..hub.base import CopartModel
+from ..hub.registry import register_architecture, register_model
+from ..ops.connectivity import enforce_connectivity
+from ..ops.slic import (
+    COLOR_SCALE,
+    SoftAssociation,
+    differentiable_slic,
+    position_scale,
+    xylab_features,
+)
+
+PAPER_URL = "https://arxiv.org/abs/1807.10174"
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class SSNFeatureNet(nn.Module):
+    """The SSN_deep CNN: 3 stages of two conv-BN-ReLU, multi-scale concat, 3x3 to ``out_dim``."""
+
+    def __init__(self, in_dim: int = 5, hidden_dim: int = 64, out_dim: int = 15) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(_conv_bn_relu(in_dim, hidden_dim), _conv_bn_relu(hidden_dim, hidden_dim))
+        self.stage2 = nn.Sequential(
+            nn.MaxPool2d(3, 2, padding=1),
+            _conv_bn_relu(hidden_dim, hidden_dim),
+            _conv_bn_relu(hidden_dim, hidden_dim),
+        )
+        self.stage3 = nn.Sequential(
+            nn.MaxPool2d(3, 2, padding=1),
+            _conv_bn_relu(hidden_dim, hidden_dim),
+            _conv_bn_relu(hidden_dim, hidden_dim),
+        )
+        self.head = nn.Conv2d(in_dim + 3 * hidden_dim, out_dim, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=1e-3)  # official init N(0, 0.001)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_dim, H, W]`` -> ``[B, out_dim, H, W]`` (ReLU features)."""
+        size = x.shape[-2:]
+        c2 = self.stage1(x)
+        c4 = self.stage2(c2)
+        c6 = self.stage3(c4)
+        up = [F.interpolate(c, size=size, mode="bilinear", align_corners=False) for c in (c4, c6)]
+        return F.relu(self.head(torch.cat([x, c2, *up], dim=1)))
+
+
+@dataclass
+class SuperpixelOutput:
+    """Result of :meth:`SSN.forward`."""
+
+    association: SoftAssociation  # soft Q over the 9 neighbour cells
+    features: Tensor  # [B, C, H, W] pixel features that were clustered
+    centres: Tensor  # [B, C, S] superpixel features
+
+    @property
+    def labels(self) -> Tensor:
+        """Hard superpixel ids ``[B, H, W]`` (before connectivity enforcement)."""
+        return self.association.hard_labels()
+
+
+@register_architecture("ssn")
+class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
+    """Superpixel Sampling Network.
+
+    Args:
+        deep: learn pixel features with :class:`SSNFeatureNet` (SSN_deep) or use XYLab (SSN_pix).
+        feature_dim: learned channels appended to XYLab (15 in the paper).
+        hidden_dim: width of the feature CNN (64 in the paper).
+        n_spixels: default requested number of superpixels.
+        n_iter: default number of SLIC associations (10 at test, 5 in training).
+        color_scale: Lab multiplier (0.26).
+    """
+
+    def __init__(
+        self,
+        deep: bool = True,
+        feature_dim: int = 15,
+        hidden_dim: int = 64,
+        n_spixels: int = 400,
+        n_iter: int = 10,
+        color_scale: float = COLOR_SCALE,
+    ) -> None:
+        super().__init__()
+        self.deep = deep
+        self.n_spixels = n_spixels
+        self.n_iter = n_iter
+        self.color_scale = color_scale
+        self.feature_net = SSNFeatureNet(5, hidden_dim, feature_dim) if deep else None
+
+    def forward_features(self, image: Tensor, n_spixels: int, pos_scale: float | None = None) -> Tensor:
+        """Pixel features ``[B, 5 (+feature_dim), H, W]`` from RGB ``[B, 3, H, W]`` in [0, 1].
+
+        ``pos_scale`` defaults to the test-time rule ``2.5 * spixels_per_axis / size``;
+        the official training uses a fixed 0.25 on 201x201 patches.
+        """
+        h, w = image.shape[-2:]
+        if pos_scale is None:
+            pos_scale = position_scale(h, w, n_spixels)
+        xylab = xylab_features(image, pos_scale, self.color_scale)
+        if self.feature_net is None:
+            return xylab
+        return torch.cat([self.feature_net(xylab), xylab], dim=1)
+
+    def forward(
+        self,
+        image: Tensor,
+        n_spixels: int | None = None,
+        n_iter: int | None = None,
+        pos_scale: float | None = None,
+    ) -> SuperpixelOutput:
+        """Soft superpixels of RGB images ``[B, 3, H, W]`` in [0, 1]."""
+        n_spixels = n_spixels or self.n_spixels
+        feats = self.forward_features(image, n_spixels, pos_scale)
+        assoc, centres = differentiable_slic(feats, n_spixels, n_iter or self.n_iter)
+        return SuperpixelOutput(assoc, feats, centres)
+
+    @torch.no_grad()
+    def superpixels(self, image: Tensor, n_spixels: int | None = None, connectivity: bool = True) -> list[np.ndarray]:
+        """Final label maps (``int64 [H, W]`` per image), connectivity enforced by default."""
+        out = self(image, n_spixels)
+        labels = out.labels.cpu().numpy()
+        if not connectivity:
+            return list(labels)
+        n = out.association.num_spixels
+        return [enforce_connectivity(lab, n) for lab in labels]
+
+
+register_model("ssn_deep", "ssn", "SSN with the learned 20-d pixel features (SSN_deep)", deep=True)
+register_model("ssn_pix", "ssn", "SSN on XYLab features only (SSN_pix; no parameters)", deep=False)

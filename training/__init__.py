@@ -1,0 +1,1 @@
+"""Training subpackage shared by all methods (installed as ``copart_hub.training``)."""
