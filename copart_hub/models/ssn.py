@@ -28,28 +28,33 @@ from ..ops.slic import (
 PAPER_URL = "https://arxiv.org/abs/1807.10174"
 
 
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
+    norms = {"batch": nn.BatchNorm2d, "none": nn.Identity}
+    if norm not in norms:
+        raise ValueError(f"norm must be one of {sorted(norms)}, got {norm!r}")
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norms[norm](cout), nn.ReLU(inplace=True))
 
 
 class SSNFeatureNet(nn.Module):
-    """The SSN_deep CNN: 3 stages of two conv-BN-ReLU, multi-scale concat, 3x3 to ``out_dim``."""
+    """The SSN_deep CNN: 3 stages of two conv-BN-ReLU, multi-scale concat, 3x3 to ``out_dim``.
 
-    def __init__(self, in_dim: int = 5, hidden_dim: int = 64, out_dim: int = 15) -> None:
+    ``norm="none"`` drops BatchNorm (batch-size independent; used to test data parallelism on
+    CPU, where SyncBatchNorm is unavailable).
+    """
+
+    def __init__(
+        self, in_dim: int = 5, hidden_dim: int = 64, out_dim: int = 15, norm: str = "batch"
+    ) -> None:
         super().__init__()
-        self.stage1 = nn.Sequential(_conv_bn_relu(in_dim, hidden_dim), _conv_bn_relu(hidden_dim, hidden_dim))
-        self.stage2 = nn.Sequential(
-            nn.MaxPool2d(3, 2, padding=1),
-            _conv_bn_relu(hidden_dim, hidden_dim),
-            _conv_bn_relu(hidden_dim, hidden_dim),
-        )
-        self.stage3 = nn.Sequential(
-            nn.MaxPool2d(3, 2, padding=1),
-            _conv_bn_relu(hidden_dim, hidden_dim),
-            _conv_bn_relu(hidden_dim, hidden_dim),
-        )
+
+        def stage(cin: int, pool: bool) -> nn.Sequential:
+            layers = [nn.MaxPool2d(3, 2, padding=1)] if pool else []
+            layers += [_conv_norm_relu(cin, hidden_dim, norm), _conv_norm_relu(hidden_dim, hidden_dim, norm)]
+            return nn.Sequential(*layers)
+
+        self.stage1 = stage(in_dim, pool=False)
+        self.stage2 = stage(hidden_dim, pool=True)
+        self.stage3 = stage(hidden_dim, pool=True)
         self.head = nn.Conv2d(in_dim + 3 * hidden_dim, out_dim, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -91,6 +96,7 @@ class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
         n_spixels: default requested number of superpixels.
         n_iter: default number of SLIC associations (10 at test, 5 in training).
         color_scale: Lab multiplier (0.26).
+        norm: ``"batch"`` (paper) or ``"none"`` in the feature CNN.
     """
 
     def __init__(
@@ -101,13 +107,14 @@ class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
         n_spixels: int = 400,
         n_iter: int = 10,
         color_scale: float = COLOR_SCALE,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         self.deep = deep
         self.n_spixels = n_spixels
         self.n_iter = n_iter
         self.color_scale = color_scale
-        self.feature_net = SSNFeatureNet(5, hidden_dim, feature_dim) if deep else None
+        self.feature_net = SSNFeatureNet(5, hidden_dim, feature_dim, norm) if deep else None
 
     def forward_features(self, image: Tensor, n_spixels: int, pos_scale: float | None = None) -> Tensor:
         """Pixel features ``[B, 5 (+feature_dim), H, W]`` from RGB ``[B, 3, H, W]`` in [0, 1].

@@ -1,0 +1,6 @@
+"""Method tasks for the shared trainer; importing this package registers them."""
+
+from . import ssn as ssn
+from .base import Task, get_task, register_task
+
+__all__ = ["Task", "get_task", "register_task"]

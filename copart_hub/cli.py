@@ -1,0 +1,217 @@
+"""``copart-hub`` command line: superpixels, part segmentation, evaluation and training.
+
+Every input is read and checked before anything is written; errors print one line
+``copart-hub: error: ...`` to stderr and return exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+PROG = "copart-hub"
+MAX_UINT16_LABELS = 65536
+MAX_UINT8_LABELS = 256
+#: subcommands that hand the rest of the command line to another module's ``main(argv)``
+DELEGATES = {
+    "eval": ("copart_hub.evaluation.{task}", "evaluate a method on a benchmark"),
+    "train": ("copart_hub.training.launch", "train a model from a config"),
+}
+EVAL_TASKS = ("superpixels",)
+
+
+class CliError(Exception):
+    """A user error: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Co-part segmentation and SSN superpixels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser("superpixels", help="SSN superpixels of images")
+    sp.add_argument("images", nargs="+", type=Path, help="input image files")
+    sp.add_argument("--n", type=_positive_int, default=400, help="number of superpixels")
+    sp.add_argument("--model", default="ssn_bsds500", help="model name, folder or Hub repo id")
+    sp.add_argument("--out", type=Path, required=True, help="output folder")
+    sp.add_argument("--no-connectivity", action="store_true", help="skip connectivity fix-up")
+    sp.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    sp.set_defaults(handler=_superpixels)
+
+    seg = sub.add_parser("segment", help="part segmentation of images")
+    seg.add_argument("images", nargs="+", type=Path, help="input image files")
+    seg.add_argument("--model", required=True, help="checkpoint folder, zoo name or Hub repo id")
+    seg.add_argument("--out", type=Path, required=True, help="output folder")
+    seg.add_argument("--batch-size", type=_positive_int, default=8)
+    seg.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    seg.set_defaults(handler=_segment)
+
+    # Listed for --help only: main() hands their arguments over before parsing.
+    tasks = ", ".join(EVAL_TASKS)
+    sub.add_parser("eval", help=f"{DELEGATES['eval'][1]} (tasks: {tasks}); 'eval TASK --help'")
+    sub.add_parser("train", help=f"{DELEGATES['train'][1]}; 'train --help'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``copart-hub``; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args_list and args_list[0] in DELEGATES:
+            return _delegate(args_list[0], args_list[1:])
+        args = build_parser().parse_args(args_list)
+        return args.handler(args)
+    except CliError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help, or a delegate's own exit
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+        return 1
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    module_name = DELEGATES[command][0]
+    if command == "eval":
+        tasks = ", ".join(EVAL_TASKS)
+        if rest[:1] in (["-h"], ["--help"]):
+            print(f"usage: {PROG} eval TASK [ARGS...]  (TASK: {tasks}; see 'eval TASK --help')")
+            return 0
+        if not rest or rest[0] not in EVAL_TASKS:
+            got = repr(rest[0]) if rest else "nothing"
+            raise CliError(f"eval needs a task ({tasks}), got {got}")
+        module_name, rest = module_name.format(task=rest[0]), rest[1:]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and (module_name == err.name or module_name.startswith(err.name + ".")):
+            raise CliError(f"'{command}' is not available: no module {module_name}") from None
+        raise CliError(
+            f"'{command}' needs the missing package {err.name!r} "
+            "(install it with: pip install 'copart-hub[train]')"
+        ) from None
+    return int(module.main(rest) or 0)
+
+
+def _output_paths(inputs: list[Path], out: Path, suffixes: Sequence[str]) -> list[list[Path]]:
+    """Output files per input; refuses to overwrite an input or to write one file twice."""
+    planned: dict[Path, Path] = {}
+    input_files = {p.resolve(): p for p in inputs}
+    result = []
+    for src in inputs:
+        paths = [out / f"{src.stem}{suffix}" for suffix in suffixes]
+        for path in paths:
+            key = path.resolve()
+            if key in input_files or any(_same_file(path, p) for p in inputs):
+                raise CliError(f"refusing to overwrite input file {input_files.get(key, path)}")
+            if key in planned:
+                raise CliError(f"{planned[key]} and {src} would both write {path}")
+            planned[key] = src
+        result.append(paths)
+    return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _load_inputs(paths: list[Path]) -> list[Any]:
+    from .processing import InvalidImageError, load_image
+
+    try:
+        return [load_image(p) for p in paths]
+    except InvalidImageError as err:
+        raise CliError(str(err)) from None
+
+
+def _build(factory: Callable[[], Any]) -> Any:
+    """Build a pipeline, turning model-loading failures into :class:`CliError`."""
+    from safetensors import SafetensorError
+
+    from .hub import CheckpointMismatchError
+
+    try:
+        return factory()
+    except (OSError, CheckpointMismatchError, SafetensorError, TypeError, ValueError) as err:
+        raise CliError(" ".join(str(err).split())) from None
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _superpixels(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .ops.slic import grid_shape
+    from .pipelines import SuperpixelSegmenter
+
+    outputs = _output_paths(args.images, args.out, ("_labels.png", "_overlay.png"))
+    images = _load_inputs(args.images)
+    for path, img in zip(args.images, images, strict=True):
+        try:
+            grid_shape(img.height, img.width, args.n)
+        except ValueError as err:
+            raise CliError(f"{path}: {err}") from None
+    segmenter = _build(lambda: SuperpixelSegmenter(args.model, device=args.device))
+    results = [segmenter(img, args.n, not args.no_connectivity) for img in images]
+    for path, res in zip(args.images, results, strict=True):
+        if res.labels.max() >= MAX_UINT16_LABELS:
+            raise CliError(f"{path}: {res.labels.max() + 1} superpixel ids do not fit a 16-bit PNG")
+    _prepare_out(args.out)
+    for path, res, (labels_png, overlay_png) in zip(args.images, results, outputs, strict=True):
+        Image.fromarray(res.labels.astype(np.uint16)).save(labels_png)
+        res.overlay.save(overlay_png)
+        print(f"{path}: {res.num_superpixels} superpixels -> {labels_png}")
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .pipelines import PartSegmenter
+
+    outputs = _output_paths(args.images, args.out, ("_labels.png", "_overlay.png", ".json"))
+    images = _load_inputs(args.images)
+    segmenter = _build(lambda: PartSegmenter(args.model, args.device, args.batch_size))
+    if segmenter.model.num_parts + 1 > MAX_UINT8_LABELS:
+        raise CliError(f"{segmenter.model.num_parts} parts do not fit an 8-bit label PNG")
+    results = segmenter(images)
+    _prepare_out(args.out)
+    for path, res, (labels_png, overlay_png, json_file) in zip(
+        args.images, results, outputs, strict=True
+    ):
+        Image.fromarray(res.labels.astype(np.uint8)).save(labels_png)
+        res.overlay.save(overlay_png)
+        summary = {"image": str(path), **res.to_json()}
+        json_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        print(f"{path}: {res.num_parts} parts -> {labels_png}")
+    return 0

@@ -1,0 +1,75 @@
+"""Shared test fixtures: tiny models and tiny images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from copart_hub.hub.registry import register_architecture
+from copart_hub.models.part_base import PartModel
+
+
+@register_architecture("test_tiny_parts")
+class TinyPartModel(PartModel):
+    """1x1 conv to K+1 logits, returned at half the input resolution (for pipeline tests)."""
+
+    def __init__(self, num_parts: int = 3, height: int = 16, width: int = 20) -> None:
+        super().__init__()
+        self.num_parts = num_parts
+        self.input_size = (height, width)
+        self.image_mean = (0.5, 0.5, 0.5)
+        self.image_std = (0.5, 0.5, 0.5)
+        self.head = nn.Conv2d(3, num_parts + 1, 1)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        return F.avg_pool2d(self.head(pixel_values), 2, ceil_mode=True)
+
+
+@pytest.fixture
+def tiny_part_model() -> TinyPartModel:
+    torch.manual_seed(0)
+    return TinyPartModel().eval()
+
+
+@pytest.fixture
+def red_part_model() -> TinyPartModel:
+    """K=2, input 20x30: part 1 = red pixels, part 2 = blue pixels, background = the rest."""
+    model = TinyPartModel(num_parts=2, height=20, width=30)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        # inputs are normalised to [-1, 1]: pure red/blue -> logit +20, black/white -> <= -20
+        model.head.bias.copy_(torch.tensor([0.0, -40.0, -40.0]))
+        model.head.weight[1, :, 0, 0] = torch.tensor([20.0, -20.0, -20.0])
+        model.head.weight[2, :, 0, 0] = torch.tensor([-20.0, -20.0, 20.0])
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_part_checkpoint(tmp_path: Path, tiny_part_model: TinyPartModel) -> Path:
+    """``tiny_part_model`` saved with ``save_pretrained``; returns the folder."""
+    folder = tmp_path / "tiny_parts"
+    tiny_part_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def rgb_array() -> np.ndarray:
+    """A smooth, non-square ``uint8 [24, 32, 3]`` image with some structure."""
+    ys, xs = np.mgrid[0:24, 0:32]
+    img = np.stack([xs * 8, ys * 10, ((xs // 8 + ys // 6) % 2) * 200], axis=-1)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_file(tmp_path: Path, rgb_array: np.ndarray) -> Path:
+    """``rgb_array`` saved as ``images/sample.png``."""
+    path = tmp_path / "images" / "sample.png"
+    path.parent.mkdir()
+    Image.fromarray(rgb_array).save(path)
+    return path

@@ -1,0 +1,92 @@
+"""BSDS500 superpixel evaluation: SSN and skimage SLIC rows, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import copart_hub
+from copart_hub.data.bsds500 import bsds500_root
+from copart_hub.evaluation.superpixels import (
+    evaluate_superpixels,
+    format_table,
+    load_superpixel_model,
+    main,
+    slic_method,
+    ssn_method,
+)
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    try:
+        return bsds500_root()
+    except FileNotFoundError as err:
+        pytest.skip(f"BSDS500 data not available ({err})")
+
+
+def _grid_method(image: np.ndarray, n: int) -> np.ndarray:
+    """A fixed square grid with about ``n`` cells."""
+    h, w = image.shape[:2]
+    step = max(1, int(np.sqrt(h * w / n)))
+    yy, xx = np.indices((h, w)) // step
+    return yy * (w // step + 1) + xx
+
+
+def test_evaluate_rows(root: Path) -> None:
+    rows = evaluate_superpixels({"grid": _grid_method}, root, counts=(50, 200), limit=2)
+    assert [(r["method"], r["requested"]) for r in rows] == [("grid", 50), ("grid", 200)]
+    for r in rows:
+        assert r["n_images"] == 2
+        assert 0.5 < r["asa"] <= 1 and 0 < r["br"] <= 1 and 0 < r["bp"] <= 1
+        assert 0.7 < r["co"] < 0.8  # near-square cells score close to pi/4
+        assert r["seconds"] >= 0
+    assert rows[1]["n_segments"] > rows[0]["n_segments"]
+    assert rows[1]["asa"] > rows[0]["asa"] and rows[1]["br"] > rows[0]["br"]
+    table = format_table(rows)
+    assert table.count("\n") == 3 and "| grid | 200 |" in table
+
+
+@pytest.mark.slow
+def test_ssn_pix_and_slic(root: Path) -> None:
+    methods = {
+        "ssn_pix": ssn_method(load_superpixel_model("ssn_pix")),
+        "slic": slic_method(),
+    }
+    rows = evaluate_superpixels(methods, root, counts=(100,), limit=2)
+    assert {r["method"] for r in rows} == {"ssn_pix", "slic"}
+    for r in rows:
+        assert 0.5 < r["asa"] <= 1
+        assert 20 < r["n_segments"] < 300
+
+
+@pytest.mark.slow
+def test_main_with_saved_ssn_deep(root: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "ssn_deep"
+    copart_hub.create_model("ssn_deep").save_pretrained(folder)
+    out = tmp_path / "eval.json"
+    args = ["--model", str(folder), "--counts", "100", "--limit", "1", "--json", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "tolerance 1 px" in printed and "skimage_slic" in printed
+    result = json.loads(out.read_text())
+    assert result["settings"]["tolerance"] == 1 and result["settings"]["n_images"] == 1
+    assert [r["method"] for r in result["rows"]] == [str(folder), "skimage_slic"]
+
+
+def test_main_errors(capsys) -> None:
+    # not a folder, not a zoo name, not a valid Hub repo id: fails without network access
+    assert main(["--model", "no such model", "--limit", "1"]) == 2
+    # a registered model with learned weights needs a checkpoint
+    assert main(["--model", "ssn_deep", "--limit", "1"]) == 2
+    assert main(["--model", "ssn_pix", "--counts", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+
+
+def test_main_missing_data(tmp_path: Path, capsys) -> None:
+    assert main(["--model", "ssn_pix", "--root", str(tmp_path)]) == 2
+    assert "BSDS500 not found" in capsys.readouterr().err

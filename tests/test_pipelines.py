@@ -1,0 +1,127 @@
+"""PartSegmenter, SuperpixelSegmenter and load_model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import copart_hub
+from copart_hub.hub import ModelNotFoundError
+from copart_hub.models.ssn import SSN
+from copart_hub.pipelines import (
+    PartSegmentation,
+    PartSegmenter,
+    SuperpixelSegmenter,
+    load_model,
+    pick_device,
+)
+
+
+def _random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (64, 9)])
+def test_part_outputs_have_the_original_size(tiny_part_model, size) -> None:
+    h, w = size
+    res = PartSegmenter(tiny_part_model, device="cpu")(_random_image(h, w))
+    k = tiny_part_model.num_parts
+    assert isinstance(res, PartSegmentation)
+    assert res.labels.shape == (h, w) and res.labels.dtype == np.int64
+    assert res.masks.shape == (k + 1, h, w) and res.masks.dtype == np.float32
+    np.testing.assert_allclose(res.masks.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(res.labels, res.masks.argmax(0))
+    assert res.centres.shape == (k, 2) and res.areas.shape == (k,)
+    expected_areas = [(res.labels == i).mean() for i in range(1, k + 1)]
+    np.testing.assert_allclose(res.areas, expected_areas, atol=1e-6)
+    assert res.overlay.size == (w, h)
+    summary = res.to_json()
+    assert (summary["width"], summary["height"], summary["num_parts"]) == (w, h, k)
+    assert len(summary["centres"]) == len(summary["areas"]) == k
+
+
+def test_part_centres_and_areas_follow_the_blobs(red_part_model) -> None:
+    image = np.zeros((40, 60, 3), np.uint8)  # model input is 20x30: exact 2x downscale
+    image[20:28, 8:24] = (255, 0, 0)  # red: 8 rows x 16 cols, centre (x, y) = (15.5, 23.5)
+    image[4:12, 40:56] = (0, 0, 255)  # blue: centre (47.5, 7.5)
+    res = PartSegmenter(red_part_model, device="cpu")(image)
+    np.testing.assert_allclose(res.centres, [[15.5, 23.5], [47.5, 7.5]], atol=0.3)
+    np.testing.assert_allclose(res.areas, [128 / 2400, 128 / 2400], atol=0.02)
+    assert res.labels[23, 15] == 1 and res.labels[7, 47] == 2 and res.labels[35, 5] == 0
+    background = np.asarray(res.overlay)[35, 5]
+    assert tuple(background) == (0, 0, 0)  # background pixels are left unchanged
+
+
+def test_batches_match_single_images(tiny_part_model) -> None:
+    images = [_random_image(37, 53, 1), torch.rand(3, 21, 30), _random_image(1, 1, 2)]
+    segmenter = PartSegmenter(tiny_part_model, device="cpu", batch_size=2)
+    batched = segmenter(images)
+    assert isinstance(batched, list) and len(batched) == 3
+    for image, res in zip(images, batched, strict=True):
+        single = segmenter(image)
+        np.testing.assert_array_equal(res.labels, single.labels)
+        np.testing.assert_allclose(res.masks, single.masks, atol=1e-5)
+        np.testing.assert_allclose(res.centres, single.centres, atol=1e-3)
+
+
+def test_part_segmenter_from_checkpoint_folder(tiny_part_model, tiny_part_checkpoint) -> None:
+    image = _random_image(13, 17)
+    expected = PartSegmenter(tiny_part_model, device="cpu")(image)
+    loaded = PartSegmenter(str(tiny_part_checkpoint), device="cpu")(image)
+    np.testing.assert_allclose(loaded.masks, expected.masks, atol=1e-6)
+    with pytest.raises(TypeError, match="not a PartModel"):
+        PartSegmenter("ssn_pix", device="cpu")
+
+
+def test_load_model_names_and_errors(tmp_path: Path) -> None:
+    pix = load_model("ssn_pix", device="cpu")
+    assert isinstance(pix, SSN) and not pix.deep and not pix.training
+    with pytest.raises(ModelNotFoundError, match="no bundled checkpoint"):
+        load_model("ssn_deep")
+    with pytest.raises(ModelNotFoundError):
+        load_model(tmp_path / "does" / "not" / "exist")
+    deep = copart_hub.create_model("ssn_deep")
+    deep.save_pretrained(tmp_path / "deep")
+    loaded = load_model(tmp_path / "deep", device="cpu")
+    assert isinstance(loaded, SSN) and loaded.deep
+    for key, value in deep.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("n", [12, 48])
+def test_superpixels_count_and_connectivity(n) -> None:
+    ys, xs = np.mgrid[0:48, 0:64]
+    smooth = np.stack([xs * 4, ys * 5, (xs + ys) * 2], -1).astype(np.uint8)
+    segmenter = SuperpixelSegmenter("ssn_pix", device="cpu")
+    res = segmenter(smooth, n_spixels=n)
+    assert res.labels.shape == (48, 64) and res.labels.dtype == np.int64
+    assert abs(res.num_superpixels - n) <= n // 4
+    np.testing.assert_array_equal(np.unique(res.labels), np.arange(res.num_superpixels))
+    assert res.overlay.size == (64, 48)
+    raw = segmenter([smooth, Image.fromarray(smooth)], n_spixels=n, connectivity=False)
+    assert len(raw) == 2 and raw[0].labels.max() < n
+    np.testing.assert_array_equal(raw[0].labels, raw[1].labels)
+
+
+def test_superpixels_full_resolution_with_a_saved_deep_model(tmp_path: Path) -> None:
+    copart_hub.create_model("ssn_deep", hidden_dim=4).save_pretrained(tmp_path / "deep")
+    res = SuperpixelSegmenter(tmp_path / "deep", device="cpu")(_random_image(37, 53), 20)
+    assert res.labels.shape == (37, 53)
+    assert res.num_superpixels == res.labels.max() + 1
+
+
+@pytest.mark.parametrize("n", [0, -3, 24 * 32 + 1, 2.5])
+def test_bad_superpixel_counts_raise_value_error(rgb_array, n) -> None:
+    segmenter = SuperpixelSegmenter("ssn_pix", device="cpu")
+    with pytest.raises(ValueError, match="superpixels|n_spixels") as info:
+        segmenter(rgb_array, n_spixels=n)
+    assert "\n" not in str(info.value)

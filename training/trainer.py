@@ -1,0 +1,234 @@
+"""The training loop shared by every method (``accelerate``: CPU, one GPU, DDP on many)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from copart_hub.hub.card import write_model_card
+
+from .config import TrainConfig
+from .sampling import EpochSampler
+from .tasks import get_task
+
+STATE_FILE = "trainer_state.json"
+
+
+def hardware_summary(accelerator: Accelerator) -> str:
+    n = accelerator.num_processes
+    if accelerator.device.type == "cuda":
+        return f"{n} x {torch.cuda.get_device_name(accelerator.device)}"
+    return f"{n} process(es) on CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    ckpts = sorted(
+        (p for p in (output_dir / "checkpoints").glob("step_*") if (p / STATE_FILE).is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
+    return ckpts[-1] if ckpts else None
+
+
+class Trainer:
+    """Runs a :class:`~.tasks.base.Task` under ``accelerate`` with exact, resumable state.
+
+    One step is one optimiser update over ``batch_size`` samples (all processes and
+    accumulation micro-batches together). Checkpoints hold model, optimisers, schedulers,
+    RNG states and the step; the data position follows from the step because the data order
+    depends only on (seed, epoch).
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() else "no"
+        self.acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+        per_process, rest = divmod(cfg.batch_size, self.acc.num_processes * cfg.grad_accum)
+        if rest or per_process < 1:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} is not divisible by processes "
+                f"({self.acc.num_processes}) x grad_accum ({cfg.grad_accum})"
+            )
+        set_seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        self.task = get_task(cfg.task)(cfg.task_args, cfg.seed)
+        model = self.task.build_model()
+        if cfg.sync_batchnorm and self.acc.num_processes > 1 and self.acc.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.train_set = self.task.train_dataset()
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed)
+        loader = DataLoader(
+            self.train_set,
+            batch_size=per_process,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=cfg.num_workers,
+            persistent_workers=False,
+        )
+        pairs = self.task.build_optimizers(model, cfg.max_steps)
+        self.schedulers = [s for _, s in pairs if s is not None]
+        prepared = self.acc.prepare(model, *[o for o, _ in pairs], loader)
+        self.model, *self.optimizers, self.loader = prepared
+        for s in self.schedulers:
+            self.acc.register_for_checkpointing(s)
+        if len(self.loader) < cfg.grad_accum:
+            raise ValueError("the training set is smaller than one global batch")
+        self.step = 0
+        self.best_score = float("-inf")
+        self.history: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        final = self.out / "checkpoints" / f"step_{self.step}"
+        tmp = final.with_name(final.name + ".tmp")
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        if self.acc.is_main_process:
+            state = {"step": self.step, "best_score": self.best_score, "config": self.cfg.to_dict()}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            ckpts = sorted(
+                (p for p in final.parent.glob("step_*") if not p.name.endswith(".tmp")),
+                key=lambda p: int(p.name.split("_")[1]),
+            )
+            for old in ckpts[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        self.acc.load_state(str(path))
+        state = json.loads((path / STATE_FILE).read_text())
+        self.step = int(state["step"])
+        self.best_score = float(state["best_score"])
+        self.acc.print(f"resumed from {path} at step {self.step}")
+
+    def _resume_path(self) -> Path | None:
+        if self.cfg.resume in (None, "", "none"):
+            return None
+        if self.cfg.resume == "auto":
+            return latest_checkpoint(self.out)
+        path = Path(self.cfg.resume)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a training checkpoint (no {STATE_FILE})")
+        return path
+
+    # ----------------------------------------------------------------- loop
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _evaluate(self) -> dict[str, float]:
+        """Validate on the main process; export ``best/`` when the score improves."""
+        model = self.acc.unwrap_model(self.model)
+        scores: dict[str, float] = {}
+        if self.acc.is_main_process:
+            model.eval()
+            scores = self.task.validate(model)
+            model.train()
+            self._log({"step": self.step, "val": scores})
+            self.acc.print(f"step {self.step} validation: {scores}")
+            if scores.get("score", float("-inf")) > self.best_score:
+                self.best_score = scores["score"]
+                self._export(self.out / "best", scores)
+        self.acc.wait_for_everyone()
+        return scores
+
+    def _samples(self) -> None:
+        if self.acc.is_main_process:
+            model = self.acc.unwrap_model(self.model)
+            model.eval()
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            self.task.write_samples(model, self.out / "samples" / f"step_{self.step:07d}.png")
+            model.train()
+        self.acc.wait_for_everyone()
+
+    def _export(self, folder: Path, scores: dict[str, float]) -> None:
+        model = self.acc.unwrap_model(self.model)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "README.md").unlink(missing_ok=True)
+        samples = folder / "samples.png"
+        self.task.write_samples(model, samples)
+        info = {
+            **self.task.card_info(),
+            "steps": self.step,
+            "batch_size": self.cfg.batch_size,
+            "hardware": hardware_summary(self.acc),
+            "validation": scores,
+            "train_config": self.cfg.to_dict(),
+            "sample_image": samples.name if samples.exists() else None,
+        }
+        write_model_card(model, folder / "README.md", info)
+        model.save_pretrained(folder)
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        resume = self._resume_path()
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self.model.train()
+        micro = self.step * cfg.grad_accum  # micro-batches consumed by each process
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not self.acc.is_main_process,
+            desc=f"train {cfg.task}", dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        while self.step < cfg.max_steps:
+            epoch, offset = divmod(micro, len(self.loader))
+            self.sampler.set_epoch(epoch)
+            batches = self.acc.skip_first_batches(self.loader, offset) if offset else self.loader
+            for batch in batches:
+                with self.acc.accumulate(self.model):
+                    loss, logs = self.task.training_step(self.model, batch, self.step)
+                    self.acc.backward(loss)
+                    if self.acc.sync_gradients and cfg.clip_grad_norm:
+                        self.acc.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+                    for opt in self.optimizers:
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                micro += 1
+                if not self.acc.sync_gradients:
+                    continue
+                for sched in self.schedulers:
+                    sched.step()
+                self.step += 1
+                mean_loss = self.acc.reduce(loss.detach().float(), reduction="mean").item()
+                self.history.append({"step": self.step, "loss": mean_loss})
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    lr = self.optimizers[0].param_groups[0]["lr"]
+                    self._log({"step": self.step, **logs, "loss": mean_loss, "lr": lr,
+                               "elapsed_s": round(time.perf_counter() - t0, 2)})
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._samples()
+                if cfg.val_every and self.step % cfg.val_every == 0:
+                    self._evaluate()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+                if cfg.stop_at_step is not None and self.step == cfg.stop_at_step:
+                    os._exit(3)  # simulate a kill: no cleanup, no final save
+                if self.step >= cfg.max_steps:
+                    break
+        bar.close()
+        final_scores = self._evaluate()
+        if self.acc.is_main_process:
+            self._export(self.out / "final", final_scores)
+        self.acc.wait_for_everyone()
+        return {"step": self.step, "history": self.history, "final": final_scores}
