@@ -7,8 +7,8 @@ the targets and how memory is measured.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -140,19 +140,28 @@ def median_seconds(case: Case, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _max_rss_mb() -> float:
-    scale = 1.0 if sys.platform == "darwin" else 1024.0  # ru_maxrss: bytes on macOS, else KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+def _proc_status_mb(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def _measure_peak(name: str, n: int, n_iter: int, image: np.ndarray) -> float:
-    """Peak RSS growth (MiB) of one run of a case; meant to run in a fresh process."""
+    """Peak resident-memory growth (MiB) during one run of a case; run it in a fresh process.
+
+    Linux only: freed heap memory is returned to the OS (``malloc_trim``) and the high-water
+    mark ``VmHWM`` is reset (``/proc/self/clear_refs``) just before the run.
+    """
     small = image[: HEIGHT // 4, : WIDTH // 4]
     make_cases(small, min(n, small.shape[0] * small.shape[1] // 4), n_iter)[name]()  # load code
     case = make_cases(image, n, n_iter)[name]
-    before = _max_rss_mb()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _proc_status_mb("VmRSS")
     case()
-    return _max_rss_mb() - before
+    return _proc_status_mb("VmHWM") - before
 
 
 def peak_memory_mb(name: str, n: int, n_iter: int, threads: int | None) -> float:
@@ -160,8 +169,10 @@ def peak_memory_mb(name: str, n: int, n_iter: int, threads: int | None) -> float
     cmd = [sys.executable, __file__, "--measure", name, str(n), "--iters", str(n_iter)]
     if threads:
         cmd += ["--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return float("nan")  # not Linux, or /proc not writable
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"image: {source} ({image.shape[1]}x{image.shape[0]}); {args.iters} iterations; "
         f"torch {torch.__version__}, {threads} thread(s); median of {args.repeats} runs after "
-        "1 warm-up; peak = max-RSS growth of one run in a fresh subprocess"
+        "1 warm-up; peak = resident-memory growth of one run in a fresh subprocess"
     )
     print()
     print("| case | K | superpixels | median ms | x skimage | peak MiB |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,19 @@ def test_part_centres_and_areas_follow_the_blobs(red_part_model) -> None:
     assert res.labels[23, 15] == 1 and res.labels[7, 47] == 2 and res.labels[35, 5] == 0
     background = np.asarray(res.overlay)[35, 5]
     assert tuple(background) == (0, 0, 0)  # background pixels are left unchanged
+
+
+def test_to_json_is_strict_json_for_absent_parts() -> None:
+    res = PartSegmentation(
+        labels=np.zeros((2, 3), np.int64),
+        masks=np.zeros((3, 2, 3), np.float32),
+        centres=np.array([[1.0, 0.5], [np.nan, np.nan]], np.float32),
+        areas=np.zeros(2, np.float32),
+        overlay=Image.new("RGB", (3, 2)),
+    )
+    summary = json.loads(json.dumps(res.to_json(), allow_nan=False))
+    assert summary["centres"] == [[1.0, 0.5], None]
+    assert (summary["width"], summary["height"], summary["num_parts"]) == (3, 2, 2)
 
 
 def test_batches_match_single_images(tiny_part_model) -> None:
@@ -122,6 +136,6 @@ def test_superpixels_full_resolution_with_a_saved_deep_model(tmp_path: Path) -> 
 @pytest.mark.parametrize("n", [0, -3, 24 * 32 + 1, 2.5])
 def test_bad_superpixel_counts_raise_value_error(rgb_array, n) -> None:
     segmenter = SuperpixelSegmenter("ssn_pix", device="cpu")
-    with pytest.raises(ValueError, match="superpixels|n_spixels") as info:
+    with pytest.raises(ValueError, match=r"superpixels|n_spixels") as info:
         segmenter(rgb_array, n_spixels=n)
     assert "\n" not in str(info.value)

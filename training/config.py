@@ -69,7 +69,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        raise ValueError(
+            f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+        )
     cfg = TrainConfig(**data)
     if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
         raise ValueError("batch_size, grad_accum and max_steps must be >= 1")

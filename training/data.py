@@ -12,7 +12,9 @@ from PIL import Image
 from copart_hub.data import bsds500
 
 
-def bsds500_dataset(split: str, root: str | Path | None = None, cache_dir: str | None = None) -> datasets.Dataset:
+def bsds500_dataset(
+    split: str, root: str | Path | None = None, cache_dir: str | None = None
+) -> datasets.Dataset:
     """BSDS500 ``split`` with one row per image: ``id``, ``image`` and every annotator's
     ``segmentations`` (16-bit PNG images)."""
     root = bsds500.bsds500_root(root)

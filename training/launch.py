@@ -33,8 +33,11 @@ def resolve_config(name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="copart-hub train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="copart-hub train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML file or bundled config name")
     parser.add_argument("overrides", nargs="*", help="key=value (nested: task_args.lr=1e-4)")
     args = parser.parse_args(argv)

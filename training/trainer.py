@@ -54,7 +54,11 @@ class Trainer:
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() else "no"
-        self.acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+        self.acc = Accelerator(
+            mixed_precision=mp,
+            gradient_accumulation_steps=cfg.grad_accum,
+            cpu=not torch.cuda.is_available(),  # lets torchrun on CPU run DDP over gloo
+        )
         per_process, rest = divmod(cfg.batch_size, self.acc.num_processes * cfg.grad_accum)
         if rest or per_process < 1:
             raise ValueError(
@@ -185,8 +189,11 @@ class Trainer:
         self.model.train()
         micro = self.step * cfg.grad_accum  # micro-batches consumed by each process
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not self.acc.is_main_process,
-            desc=f"train {cfg.task}", dynamic_ncols=True,
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.acc.is_main_process,
+            desc=f"train {cfg.task}",
+            dynamic_ncols=True,
         )
         t0 = time.perf_counter()
         while self.step < cfg.max_steps:
@@ -213,9 +220,22 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    logs = {  # every process's batch counts, as for the loss
+                        k: self.acc.reduce(
+                            torch.tensor(float(v), device=self.acc.device), "mean"
+                        ).item()
+                        for k, v in logs.items()
+                    }
                     lr = self.optimizers[0].param_groups[0]["lr"]
-                    self._log({"step": self.step, **logs, "loss": mean_loss, "lr": lr,
-                               "elapsed_s": round(time.perf_counter() - t0, 2)})
+                    self._log(
+                        {
+                            "step": self.step,
+                            **logs,
+                            "loss": mean_loss,
+                            "lr": lr,
+                            "elapsed_s": round(time.perf_counter() - t0, 2),
+                        }
+                    )
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._samples()
                 if cfg.val_every and self.step % cfg.val_every == 0:

@@ -61,6 +61,11 @@ def resolve_checkpoint(
     name = str(name_or_path)
     if name in zoo_names():
         return _check_folder(ZOO_DIR / name)
+    if "/" not in name:  # not a folder, not bundled, and not an "owner/name" Hub id
+        raise ModelNotFoundError(
+            f"{name!r} is not a local folder, a bundled model "
+            f"({', '.join(zoo_names()) or 'none'}) or a Hugging Face repo id (owner/name)"
+        )
     files = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:

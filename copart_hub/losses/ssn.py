@@ -10,7 +10,9 @@ from ..ops.slic import SoftAssociation
 IGNORE_INDEX = 255
 
 
-def one_hot_labels(labels: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
+def one_hot_labels(
+    labels: Tensor, num_classes: int | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """``[B, H, W]`` integer labels -> one-hot ``[B, L, H, W]`` float and valid mask ``[B, H, W]``.
 
     Pixels equal to ``IGNORE_INDEX`` (255) get an all-zero row and ``valid=False``.
@@ -18,8 +20,8 @@ def one_hot_labels(labels: Tensor, num_classes: int | None = None) -> tuple[Tens
     valid = labels != IGNORE_INDEX
     ids = torch.where(valid, labels, torch.zeros_like(labels)).long()
     n = num_classes or int(ids.max()) + 1
-    onehot = torch.zeros(labels.shape[0], n, *labels.shape[1:], device=labels.device)
-    onehot.scatter_(1, ids.unsqueeze(1), valid.unsqueeze(1).float())
+    onehot = torch.zeros(labels.shape[0], n, *labels.shape[1:], device=labels.device, dtype=dtype)
+    onehot.scatter_(1, ids.unsqueeze(1), valid.unsqueeze(1).to(dtype))
     return onehot, valid
 
 
@@ -31,7 +33,7 @@ def label_reconstruction_loss(assoc: SoftAssociation, labels: Tensor) -> Tensor:
     Args:
         labels: ``[B, H, W]`` segment ids (255 = ignore).
     """
-    onehot, valid = one_hot_labels(labels)
+    onehot, valid = one_hot_labels(labels, dtype=assoc.q.dtype)
     recon = assoc.unpool(assoc.pool(onehot)).clamp_min(0) + 1e-10
     recon = recon / recon.sum(1, keepdim=True)
     nll = -(onehot * recon.log()).sum(1)
@@ -52,7 +54,9 @@ def compactness_loss(assoc: SoftAssociation, xy: Tensor) -> Tensor:
     return (xy.flatten(2) - smeared).pow(2).sum() / (2 * xy.shape[0])
 
 
-def ssn_loss(assoc: SoftAssociation, labels: Tensor, xy: Tensor, compact_weight: float = 1e-5) -> tuple[Tensor, dict[str, float]]:
+def ssn_loss(
+    assoc: SoftAssociation, labels: Tensor, xy: Tensor, compact_weight: float = 1e-5
+) -> tuple[Tensor, dict[str, float]]:
     """``L = L_recon + compact_weight * L_compact``; returns the loss and its parts."""
     recon = label_reconstruction_loss(assoc, labels)
     compact = compactness_loss(assoc, xy)

@@ -32,7 +32,9 @@ def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
     norms = {"batch": nn.BatchNorm2d, "none": nn.Identity}
     if norm not in norms:
         raise ValueError(f"norm must be one of {sorted(norms)}, got {norm!r}")
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norms[norm](cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), norms[norm](cout), nn.ReLU(inplace=True)
+    )
 
 
 class SSNFeatureNet(nn.Module):
@@ -49,7 +51,10 @@ class SSNFeatureNet(nn.Module):
 
         def stage(cin: int, pool: bool) -> nn.Sequential:
             layers = [nn.MaxPool2d(3, 2, padding=1)] if pool else []
-            layers += [_conv_norm_relu(cin, hidden_dim, norm), _conv_norm_relu(hidden_dim, hidden_dim, norm)]
+            layers += [
+                _conv_norm_relu(cin, hidden_dim, norm),
+                _conv_norm_relu(hidden_dim, hidden_dim, norm),
+            ]
             return nn.Sequential(*layers)
 
         self.stage1 = stage(in_dim, pool=False)
@@ -116,7 +121,9 @@ class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
         self.color_scale = color_scale
         self.feature_net = SSNFeatureNet(5, hidden_dim, feature_dim, norm) if deep else None
 
-    def forward_features(self, image: Tensor, n_spixels: int, pos_scale: float | None = None) -> Tensor:
+    def forward_features(
+        self, image: Tensor, n_spixels: int, pos_scale: float | None = None
+    ) -> Tensor:
         """Pixel features ``[B, 5 (+feature_dim), H, W]`` from RGB ``[B, 3, H, W]`` in [0, 1].
 
         ``pos_scale`` defaults to the test-time rule ``2.5 * spixels_per_axis / size``;
@@ -144,7 +151,9 @@ class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
         return SuperpixelOutput(assoc, feats, centres)
 
     @torch.no_grad()
-    def superpixels(self, image: Tensor, n_spixels: int | None = None, connectivity: bool = True) -> list[np.ndarray]:
+    def superpixels(
+        self, image: Tensor, n_spixels: int | None = None, connectivity: bool = True
+    ) -> list[np.ndarray]:
         """Final label maps (``int64 [H, W]`` per image), connectivity enforced by default."""
         out = self(image, n_spixels)
         labels = out.labels.cpu().numpy()

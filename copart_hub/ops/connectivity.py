@@ -8,8 +8,9 @@ from skimage.measure import label as connected_components
 MIN_SIZE_FACTOR = 0.06  # official SSN: components smaller than 6% of the average size merge
 
 
-def enforce_connectivity(labels: np.ndarray, n_expected: int | None = None,
-                         min_size: int | None = None) -> np.ndarray:
+def enforce_connectivity(
+    labels: np.ndarray, n_expected: int | None = None, min_size: int | None = None
+) -> np.ndarray:
     """Make every superpixel one 4-connected region and merge tiny fragments.
 
     Each 4-connected component of equal labels becomes its own segment; components smaller

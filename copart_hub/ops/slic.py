@@ -134,7 +134,9 @@ def _cached_grid(height: int, width: int, rows: int, cols: int, device: str) -> 
         slot_of_pixel=slot_of_pixel.to(dev),
         valid_slots=(table < n_pix).unsqueeze(1).float().to(dev),
         neighbour_valid=valid.to(dev),
-        neighbour_bias=torch.zeros(n_cells, 9, 1).masked_fill(~valid[..., None], -torch.inf).to(dev),
+        neighbour_bias=torch.zeros(n_cells, 9, 1)
+        .masked_fill(~valid[..., None], -torch.inf)
+        .to(dev),
         neighbour_index=index.to(dev),
     )
 

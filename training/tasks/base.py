@@ -36,7 +36,9 @@ class Task(ABC):
     def build_optimizers(self, model: nn.Module, max_steps: int) -> list[OptimizerPair]: ...
 
     @abstractmethod
-    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+    def training_step(
+        self, model: nn.Module, batch: Any, step: int
+    ) -> tuple[Tensor, dict[str, float]]:
         """Loss of one (micro-)batch and scalars to log."""
 
     @abstractmethod

@@ -53,7 +53,9 @@ class SSNPatches(Dataset):
         h, w = seg.shape
         scale = float(np.clip(rng.normal(1.0, 0.75), 0.75, 3.0))
         size = (max(self.patch, round(h * scale)), max(self.patch, round(w * scale)))
-        image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[
+            0
+        ]
         seg = F.interpolate(seg[None, None].float(), size=size, mode="nearest")[0, 0].long()
         if rng.random() < 0.5:
             image, seg = image.flip(-1), seg.flip(-1)
@@ -104,9 +106,13 @@ class SSNTask(Task):
     def build_optimizers(self, model: nn.Module, max_steps: int) -> list[OptimizerPair]:
         return [(torch.optim.Adam(model.parameters(), lr=self.args["lr"]), None)]
 
-    def training_step(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, float]]:
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Tensor], step: int
+    ) -> tuple[Tensor, dict[str, float]]:
         a = self.args
-        out = model(batch["image"], n_spixels=a["n_spixels"], n_iter=a["n_iter"], pos_scale=a["pos_scale"])
+        out = model(
+            batch["image"], n_spixels=a["n_spixels"], n_iter=a["n_iter"], pos_scale=a["pos_scale"]
+        )
         xy = out.features[:, -5:-3]  # positions: the first two XYLab channels (appended last)
         return ssn_loss(out.association, batch["labels"], xy, a["compact_weight"])
 
@@ -124,7 +130,9 @@ class SSNTask(Task):
         for n in self.args["val_counts"]:
             asa, br = [], []
             for row in self._val_rows():
-                img = torch.from_numpy(np.asarray(row["image"])).permute(2, 0, 1)[None].float() / 255
+                img = (
+                    torch.from_numpy(np.asarray(row["image"])).permute(2, 0, 1)[None].float() / 255
+                )
                 out = model(img.to(device), n_spixels=n)
                 sp = enforce_connectivity(out.labels[0].cpu().numpy(), out.association.num_spixels)
                 for gt in row["segmentations"]:
