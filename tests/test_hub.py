@@ -107,7 +107,7 @@ def test_bad_names_fail_fast_without_network(tmp_path: Path):
     with pytest.raises(ModelNotFoundError, match="is a file"):
         copart_hub.from_pretrained(tmp_path / "file.txt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match="config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
         copart_hub.from_pretrained(tmp_path / "empty")
 
 
@@ -137,7 +137,7 @@ def test_offline_load_from_prepopulated_cache(ssn_folder: Path, tmp_path: Path, 
 
 
 def test_offline_load_with_env_in_subprocess(ssn_folder: Path, tmp_path: Path):
-    """HF_HUB_OFFLINE=1 set before import, as a user would, with HF_HUB_CACHE pointing at the cache."""
+    """HF_HUB_OFFLINE=1 set before import, as a user would, and HF_HUB_CACHE set."""
     import os
     import subprocess
     import sys

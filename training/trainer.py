@@ -29,7 +29,8 @@ def hardware_summary(accelerator: Accelerator) -> str:
     n = accelerator.num_processes
     if accelerator.device.type == "cuda":
         return f"{n} x {torch.cuda.get_device_name(accelerator.device)}"
-    return f"{n} process(es) on CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    cpu = platform.processor() or platform.machine()
+    return f"{n} process(es) on CPU ({os.cpu_count()} cores, {cpu})"
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -168,7 +168,7 @@ class SoftAssociation:
         return self.grid.to_pixels(labels.unsqueeze(2)).squeeze(1)
 
     def pool(self, x: Tensor) -> Tensor:
-        """Association-weighted superpixel means of pixel features ``[B, C, H, W]`` -> ``[B, C, S]``."""
+        """Association-weighted superpixel means: ``[B, C, H, W]`` -> ``[B, C, S]``."""
         return _pool_cells(self.grid.to_cells(x), self.q, self.grid).transpose(1, 2)
 
     def unpool(self, spixel_feats: Tensor) -> Tensor:
@@ -178,7 +178,7 @@ class SoftAssociation:
 
 
 def _pool_cells(cells: Tensor, q: Tensor, grid: SuperpixelGrid) -> Tensor:
-    """Centre update: ``S_i = sum_p Q_pi F_p / sum_p Q_pi`` -> ``[B, S, C]`` (0 where weight < 1e-3)."""
+    """Centre update ``S_i = sum_p Q_pi F_p / sum_p Q_pi`` -> ``[B, S, C]`` (0 if weight < 1e-3)."""
     numer = grid.scatter_neighbours(q @ cells.transpose(-1, -2))  # [B, S, C]
     denom = grid.scatter_neighbours(q @ grid.valid_slots.to(q.dtype).transpose(1, 2))  # [B, S, 1]
     ok = denom >= MIN_CENTRE_WEIGHT

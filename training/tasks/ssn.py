@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class SSNTask(Task):
     n_iter (5), pos_scale (0.25; ``null`` = the test-time rule), compact_weight (1e-5),
     lr (1e-4), val_images (20), val_counts ([100, 400]), data_root."""
 
-    defaults: dict[str, Any] = {
+    defaults: ClassVar[dict[str, Any]] = {
         "model": "ssn_deep",
         "model_kwargs": {},
         "patch": 201,
