@@ -64,7 +64,9 @@ def test_ssn_pix_and_slic(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_main_with_saved_ssn_deep(root: Path, tmp_path: Path, capsys) -> None:
+def test_main_with_saved_ssn_deep(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "ssn_deep"
     copart_hub.create_model("ssn_deep").save_pretrained(folder)
     out = tmp_path / "eval.json"
@@ -77,7 +79,7 @@ def test_main_with_saved_ssn_deep(root: Path, tmp_path: Path, capsys) -> None:
     assert [r["method"] for r in result["rows"]] == [str(folder), "skimage_slic"]
 
 
-def test_main_errors(capsys) -> None:
+def test_main_errors(capsys: pytest.CaptureFixture[str]) -> None:
     # not a folder, not a zoo name, not a valid Hub repo id: fails without network access
     assert main(["--model", "no such model", "--limit", "1"]) == 2
     # a registered model with learned weights needs a checkpoint
@@ -87,6 +89,6 @@ def test_main_errors(capsys) -> None:
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
 
 
-def test_main_missing_data(tmp_path: Path, capsys) -> None:
+def test_main_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "ssn_pix", "--root", str(tmp_path)]) == 2
     assert "BSDS500 not found" in capsys.readouterr().err

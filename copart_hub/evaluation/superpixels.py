@@ -73,7 +73,7 @@ def load_superpixel_model(name_or_path: str) -> torch.nn.Module:
         and name_or_path in copart_hub.list_models()
     ):
         model = copart_hub.create_model(name_or_path)
-        if any(True for _ in model.parameters()):
+        if next(model.parameters(), None) is not None:
             raise FileNotFoundError(
                 f"{name_or_path!r} has learned weights but no checkpoint is bundled; pass a "
                 "checkpoint folder or Hub repo id instead"
