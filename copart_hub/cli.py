@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sp = sub.add_parser("superpixels", help="SSN superpixels of images")
-    sp.add_argument("images", nargs="+", type=Path, help="input image files")
+    sp.add_argument("images", nargs="*", type=Path, help="input image files")
+    sp.add_argument("--examples", action="store_true", help="use the bundled example images")
     sp.add_argument("--n", type=_positive_int, default=400, help="number of superpixels")
     sp.add_argument("--model", default="ssn_bsds500", help="model name, folder or Hub repo id")
     sp.add_argument("--out", type=Path, required=True, help="output folder")
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=_superpixels)
 
     seg = sub.add_parser("segment", help="part segmentation of images")
-    seg.add_argument("images", nargs="+", type=Path, help="input image files")
+    seg.add_argument("images", nargs="*", type=Path, help="input image files")
+    seg.add_argument("--examples", action="store_true", help="use the bundled example images")
     seg.add_argument("--model", required=True, help="checkpoint folder, zoo name or Hub repo id")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--batch-size", type=_positive_int, default=8)
@@ -139,6 +141,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _inputs(args: argparse.Namespace) -> tuple[list[Path], list[Any]]:
+    """Input names and images: the files given, or the bundled examples (``--examples``)."""
+    if args.examples:
+        from .examples import example_images
+
+        examples = example_images()
+        return [Path(f"{name}.png") for name in examples], list(examples.values())
+    if not args.images:
+        raise CliError("give at least one image file, or --examples")
+    return args.images, _load_inputs(args.images)
+
+
 def _load_inputs(paths: list[Path]) -> list[Any]:
     from .processing import InvalidImageError, load_image
 
@@ -173,20 +187,20 @@ def _superpixels(args: argparse.Namespace) -> int:
     from .ops.slic import grid_shape
     from .pipelines import SuperpixelSegmenter
 
-    outputs = _output_paths(args.images, args.out, ("_labels.png", "_overlay.png"))
-    images = _load_inputs(args.images)
-    for path, img in zip(args.images, images, strict=True):
+    names, images = _inputs(args)
+    outputs = _output_paths(names, args.out, ("_labels.png", "_overlay.png"))
+    for path, img in zip(names, images, strict=True):
         try:
             grid_shape(img.height, img.width, args.n)
         except ValueError as err:
             raise CliError(f"{path}: {err}") from None
     segmenter = _build(lambda: SuperpixelSegmenter(args.model, device=args.device))
     results = [segmenter(img, args.n, not args.no_connectivity) for img in images]
-    for path, res in zip(args.images, results, strict=True):
+    for path, res in zip(names, results, strict=True):
         if res.labels.max() >= MAX_UINT16_LABELS:
             raise CliError(f"{path}: {res.labels.max() + 1} superpixel ids do not fit a 16-bit PNG")
     _prepare_out(args.out)
-    for path, res, (labels_png, overlay_png) in zip(args.images, results, outputs, strict=True):
+    for path, res, (labels_png, overlay_png) in zip(names, results, outputs, strict=True):
         Image.fromarray(res.labels.astype(np.uint16)).save(labels_png)
         res.overlay.save(overlay_png)
         print(f"{path}: {res.num_superpixels} superpixels -> {labels_png}")
@@ -199,15 +213,15 @@ def _segment(args: argparse.Namespace) -> int:
 
     from .pipelines import PartSegmenter
 
-    outputs = _output_paths(args.images, args.out, ("_labels.png", "_overlay.png", ".json"))
-    images = _load_inputs(args.images)
+    names, images = _inputs(args)
+    outputs = _output_paths(names, args.out, ("_labels.png", "_overlay.png", ".json"))
     segmenter = _build(lambda: PartSegmenter(args.model, args.device, args.batch_size))
     if segmenter.model.num_parts + 1 > MAX_UINT8_LABELS:
         raise CliError(f"{segmenter.model.num_parts} parts do not fit an 8-bit label PNG")
     results = segmenter(images)
     _prepare_out(args.out)
     for path, res, (labels_png, overlay_png, json_file) in zip(
-        args.images, results, outputs, strict=True
+        names, results, outputs, strict=True
     ):
         Image.fromarray(res.labels.astype(np.uint8)).save(labels_png)
         res.overlay.save(overlay_png)

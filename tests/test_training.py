@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from copart_hub.data import shared_data_root
 from copart_hub.training.config import apply_overrides, load_config
 from copart_hub.training.sampling import EpochSampler
+
+from copart_hub.data import shared_data_root
 
 HAS_BSDS = shared_data_root() is not None and (shared_data_root() / "bsds500").is_dir()
 needs_bsds = pytest.mark.skipif(not HAS_BSDS, reason="../shared/data/bsds500 is not available")
