@@ -11,4 +11,7 @@ def example_images() -> dict[str, Image.Image]:
     """``{name: RGB image}`` from ``skimage.data`` (bundled in the scikit-image wheel)."""
     import skimage.data
 
-    return {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in EXAMPLE_NAMES}
+    return {
+        name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        for name in EXAMPLE_NAMES
+    }

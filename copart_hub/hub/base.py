@@ -47,8 +47,14 @@ class CopartModel(
     def config(self) -> dict[str, Any]:
         """The JSON config (``architecture`` + constructor kwargs) that rebuilds this model."""
         cfg = dict(self._hub_mixin_config or {})
+        cfg.update(self.derived_config())
         cfg.update(self.transient_config)
         return {"architecture": self.architecture, **cfg}
+
+    def derived_config(self) -> dict[str, Any]:
+        """Values resolved at construction (e.g. backbone channels and normalisation) that are
+        saved so that inference never has to look them up again; ``__init__`` accepts them."""
+        return {}
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
         """Write ``config.json``, ``model.safetensors`` and (if absent) a ``README.md`` card."""

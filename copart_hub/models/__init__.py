@@ -1,5 +1,8 @@
 """Model families (one module each). Importing this package registers them."""
 
+from .backbone import TimmBackbone
+from .dff import DFF
+from .part_base import PartModel
 from .ssn import SSN, SSNFeatureNet, SuperpixelOutput
 
-__all__ = ["SSN", "SSNFeatureNet", "SuperpixelOutput"]
+__all__ = ["DFF", "SSN", "PartModel", "SSNFeatureNet", "SuperpixelOutput", "TimmBackbone"]
