@@ -18,7 +18,7 @@ class TimmBackbone(nn.Module):
     """Multi-scale features of a timm model: ``[B, 3, H, W] -> list of [B, C_i, H/r_i, W/r_i]``.
 
     Args:
-        name: any timm model name (``timm.list_models()``), e.g. ``resnet50``, ``vit_small_patch16_224``.
+        name: any timm model name, e.g. ``resnet50`` or ``vit_small_patch16_224``.
         out_indices: feature levels to return (timm ``features_only`` indices; negative allowed).
         weights_file: optional local weight file; nothing is ever downloaded.
         kwargs: passed to ``timm.create_model`` (e.g. ``img_size`` for ViTs).

@@ -89,7 +89,7 @@ class DFF(PartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=["dff"])
     def forward(self, pixel_values: Tensor) -> Tensor:
         """Log of the normalised NMF loadings: logits ``[B, K+1, h, w]``."""
         feats = self.features(pixel_values)
-        b, c, hh, ww = feats.shape
+        b, _, hh, ww = feats.shape
         v = feats.flatten(2)
         h0 = torch.full((b, self.num_parts + 1, hh * ww), 0.5, device=v.device, dtype=v.dtype)
         _, h = nmf(v, self.factors.expand(b, -1, -1), h0, self.nmf_iters, update_w=False)
