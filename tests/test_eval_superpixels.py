@@ -92,3 +92,23 @@ def test_main_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_main_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "ssn_pix", "--root", str(tmp_path)]) == 2
     assert "BSDS500 not found" in capsys.readouterr().err
+
+
+def test_matched_comparison_interpolates_at_reference_counts():
+    from copart_hub.evaluation.superpixels import format_matched, matched_comparison
+
+    def row(method, n, asa):
+        return {"method": method, "n_segments": n, "asa": asa, "br": asa, "bp": 0.1, "co": 0.3}
+
+    rows = [
+        row("ours", 100, 0.90),
+        row("ours", 400, 0.96),
+        row("skimage_slic", 200, 0.91),
+        row("skimage_slic", 50, 0.80),
+        row("skimage_slic", 800, 0.95),
+    ]
+    matched = matched_comparison(rows)
+    assert [m["n_segments"] for m in matched] == [200]  # 50 and 800 lie outside ours' range
+    assert matched[0]["asa"] == pytest.approx(0.93)  # halfway in log count
+    assert matched[0]["skimage_slic_asa"] == 0.91
+    assert "0.9300" in format_matched(matched)

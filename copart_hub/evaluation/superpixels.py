@@ -149,6 +149,48 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def matched_comparison(
+    rows: Sequence[Mapping[str, Any]], reference: str = "skimage_slic"
+) -> list[dict[str, Any]]:
+    """Compare every method with ``reference`` at the reference's *actual* superpixel counts.
+
+    A method's ASA / BR / BP / CO are linearly interpolated in log(actual count) between its
+    own rows; reference counts outside a method's measured range are skipped.
+    """
+    ref = sorted((r for r in rows if r["method"] == reference), key=lambda r: r["n_segments"])
+    out = []
+    for name in dict.fromkeys(r["method"] for r in rows if r["method"] != reference):
+        mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["n_segments"])
+        logn = np.log([r["n_segments"] for r in mine])
+        for r in ref:
+            x = np.log(r["n_segments"])
+            if len(mine) < 2 or not logn[0] <= x <= logn[-1]:
+                continue
+            row = {"method": name, "reference": reference, "n_segments": r["n_segments"]}
+            for metric in ("asa", "br", "bp", "co"):
+                row[metric] = float(np.interp(x, logn, [m[metric] for m in mine]))
+                row[f"{reference}_{metric}"] = r[metric]
+            out.append(row)
+    return out
+
+
+def format_matched(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of :func:`matched_comparison` rows."""
+    if not rows:
+        return "(no overlap between the actual counts of the methods: widen --counts)"
+    ref = rows[0]["reference"]
+    lines = [
+        f"| method | actual count | ASA | {ref} ASA | BR | {ref} BR | BP | {ref} BP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['n_segments']:.1f} | {r['asa']:.4f} | {r[ref + '_asa']:.4f} "
+            f"| {r['br']:.4f} | {r[ref + '_br']:.4f} | {r['bp']:.4f} | {r[ref + '_bp']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="copart-hub eval superpixels",
@@ -203,8 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.tolerance} px (Chebyshev); {PROTOCOL}."
     )
     print(format_table(rows))
+    matched = matched_comparison(rows)
+    print("\nAt equal actual superpixel count (interpolated in log count):")
+    print(format_matched(matched))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+        payload = {"settings": settings, "rows": rows, "matched": matched}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

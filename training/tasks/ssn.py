@@ -47,7 +47,7 @@ class SSNPatches(Dataset):
         index, epoch = key
         rng = sample_rng(self.seed, epoch, index)
         row = self.rows[index]
-        image = torch.from_numpy(np.asarray(row["image"].convert("RGB"))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(row["image"].convert("RGB"))).permute(2, 0, 1)
         segs = row["segmentations"]
         seg = torch.from_numpy(np.asarray(segs[rng.integers(len(segs))]).astype(np.int64))
         h, w = seg.shape
