@@ -73,3 +73,14 @@ def image_file(tmp_path: Path, rgb_array: np.ndarray) -> Path:
     path.parent.mkdir()
     Image.fromarray(rgb_array).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def bsds_root() -> Path:
+    """The real BSDS500 folder; tests using it skip with the reason when it is absent."""
+    from copart_hub.data.bsds500 import bsds500_root
+
+    try:
+        return bsds500_root()
+    except FileNotFoundError as err:
+        pytest.skip(f"BSDS500 data not available ({err})")

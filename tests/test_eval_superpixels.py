@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import copart_hub
-from copart_hub.data.bsds500 import bsds500_root
 from copart_hub.evaluation.superpixels import (
     evaluate_superpixels,
     format_table,
@@ -20,14 +19,6 @@ from copart_hub.evaluation.superpixels import (
 )
 
 
-@pytest.fixture(scope="module")
-def root() -> Path:
-    try:
-        return bsds500_root()
-    except FileNotFoundError as err:
-        pytest.skip(f"BSDS500 data not available ({err})")
-
-
 def _grid_method(image: np.ndarray, n: int) -> np.ndarray:
     """A fixed square grid with about ``n`` cells."""
     h, w = image.shape[:2]
@@ -36,8 +27,8 @@ def _grid_method(image: np.ndarray, n: int) -> np.ndarray:
     return yy * (w // step + 1) + xx
 
 
-def test_evaluate_rows(root: Path) -> None:
-    rows = evaluate_superpixels({"grid": _grid_method}, root, counts=(50, 200), limit=2)
+def test_evaluate_rows(bsds_root: Path) -> None:
+    rows = evaluate_superpixels({"grid": _grid_method}, bsds_root, counts=(50, 200), limit=2)
     assert [(r["method"], r["requested"]) for r in rows] == [("grid", 50), ("grid", 200)]
     for r in rows:
         assert r["n_images"] == 2
@@ -51,12 +42,12 @@ def test_evaluate_rows(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ssn_pix_and_slic(root: Path) -> None:
+def test_ssn_pix_and_slic(bsds_root: Path) -> None:
     methods = {
         "ssn_pix": ssn_method(load_superpixel_model("ssn_pix")),
         "slic": slic_method(),
     }
-    rows = evaluate_superpixels(methods, root, counts=(100,), limit=2)
+    rows = evaluate_superpixels(methods, bsds_root, counts=(100,), limit=2)
     assert {r["method"] for r in rows} == {"ssn_pix", "slic"}
     for r in rows:
         assert 0.5 < r["asa"] <= 1
@@ -65,7 +56,7 @@ def test_ssn_pix_and_slic(root: Path) -> None:
 
 @pytest.mark.slow
 def test_main_with_saved_ssn_deep(
-    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bsds_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "ssn_deep"
     copart_hub.create_model("ssn_deep").save_pretrained(folder)

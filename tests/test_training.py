@@ -13,11 +13,6 @@ import torch
 from copart_hub.training.config import apply_overrides, load_config
 from copart_hub.training.sampling import EpochSampler
 
-from copart_hub.data import shared_data_root
-
-HAS_BSDS = shared_data_root() is not None and (shared_data_root() / "bsds500").is_dir()
-needs_bsds = pytest.mark.skipif(not HAS_BSDS, reason="../shared/data/bsds500 is not available")
-
 TINY = [
     "task=ssn",
     "task_args.patch=48",
@@ -93,7 +88,7 @@ def _losses(out_dir: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-@needs_bsds
+@pytest.mark.usefixtures("bsds_root")
 def test_exact_resume_after_kill(tmp_path: Path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     base = [*TINY, "max_steps=6", "checkpoint_every=3"]
@@ -115,7 +110,7 @@ def test_exact_resume_after_kill(tmp_path: Path):
 
 
 @pytest.mark.slow
-@needs_bsds
+@pytest.mark.usefixtures("bsds_root")
 def test_two_process_gloo_matches_single_process(tmp_path: Path):
     args = [*TINY, "max_steps=3"]
     r1 = _run([*args, f"output_dir={tmp_path / 'one'}"])
@@ -129,7 +124,7 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path):
 
 
 @pytest.mark.slow
-@needs_bsds
+@pytest.mark.usefixtures("bsds_root")
 def test_short_real_training_lowers_the_loss():
     """30 Adam steps of the SSN task on real BSDS patches lower its label loss on them."""
     from copart_hub.training.tasks.ssn import SSNTask
