@@ -103,3 +103,15 @@ def test_matched_comparison_interpolates_at_reference_counts():
     assert matched[0]["asa"] == pytest.approx(0.93)  # halfway in log count
     assert matched[0]["skimage_slic_asa"] == 0.91
     assert "0.9300" in format_matched(matched)
+
+
+def test_card_section_is_replaced(tmp_path: Path) -> None:
+    from copart_hub.hub.card import SCORES_HEADING, replace_card_section
+
+    card = tmp_path / "README.md"
+    card.write_text(f"# m\n\n{SCORES_HEADING}\n\nold\n\n## Samples\n\nkeep\n")
+    replace_card_section(card, SCORES_HEADING, "| new | table |")
+    text = card.read_text()
+    assert "old" not in text and "| new | table |" in text and text.endswith("## Samples\n\nkeep\n")
+    with pytest.raises(ValueError, match="no section"):
+        replace_card_section(card, "## Missing", "x")

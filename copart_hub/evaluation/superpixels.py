@@ -210,7 +210,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=int, default=1, help="BR/BP tolerance in pixels")
     p.add_argument("--device", default="cpu", help="torch device for the models (default: cpu)")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="also write rows and settings")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="write the tables into the held-out section of each local model folder's README.md",
+    )
     return p
+
+
+def _write_cards(
+    args: argparse.Namespace,
+    settings: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    matched: Sequence[Mapping[str, Any]],
+) -> None:
+    """Put the evaluation (with the command that reproduces it) into local model cards."""
+    from ..hub.card import SCORES_HEADING, replace_card_section
+
+    counts = " ".join(str(n) for n in args.counts)
+    limit = f" --limit {args.limit}" if args.limit else ""
+    for name in args.model:
+        card = Path(name) / "README.md"
+        if not card.is_file():
+            continue
+        mine = [r for r in rows if r["method"] in (name, "skimage_slic")]
+        body = (
+            f"BSDS500 {args.split} ({settings['n_images']} images, never used for training), "
+            f"{PROTOCOL}; BR/BP tolerance {args.tolerance} px. skimage SLIC "
+            f"(compactness {SLIC_COMPACTNESS}) was computed in the same run.\n\n"
+            + format_table(mine).replace(str(name), "this model")
+            + "\n\nAt equal actual superpixel count (interpolated in log count):\n\n"
+            + format_matched([m for m in matched if m["method"] == name]).replace(
+                str(name), "this model"
+            )
+            + "\n\nReproduce with:\n\n```bash\ncopart-hub eval superpixels --model "
+            f"<this folder> --split {args.split} --counts {counts}{limit}\n```"
+        )
+        replace_card_section(card, SCORES_HEADING, body)
+        print(f"updated {card}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     matched = matched_comparison(rows)
     print("\nAt equal actual superpixel count (interpolated in log count):")
     print(format_matched(matched))
+    if args.card:
+        _write_cards(args, settings, rows, matched)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"settings": settings, "rows": rows, "matched": matched}

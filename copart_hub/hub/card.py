@@ -69,3 +69,19 @@ def write_model_card(model: nn.Module, path: str | Path, info: dict[str, Any]) -
     path = Path(path)
     card.save(path)
     return path
+
+
+SCORES_HEADING = "## Held-out scores"
+
+
+def replace_card_section(card_path: str | Path, heading: str, body: str) -> None:
+    """Replace the text under ``heading`` (up to the next ``## `` heading) in a card."""
+    path = Path(card_path)
+    text = path.read_text(encoding="utf-8")
+    start = text.find(heading + "\n")
+    if start < 0:
+        raise ValueError(f"{path} has no section {heading!r}")
+    body_start = start + len(heading) + 1
+    nxt = text.find("\n## ", body_start)
+    end = len(text) if nxt < 0 else nxt + 1
+    path.write_text(text[:body_start] + "\n" + body.strip() + "\n\n" + text[end:], encoding="utf-8")
