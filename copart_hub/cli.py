@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     seg.set_defaults(handler=_segment)
 
+    sal = sub.add_parser(
+        "saliency", help="unsupervised foreground saliency (boundary connectivity)"
+    )
+    sal.add_argument("images", nargs="*", type=Path, help="input image files")
+    sal.add_argument("--examples", action="store_true", help="use the bundled example images")
+    sal.add_argument("--out", type=Path, required=True, help="output folder")
+    sal.add_argument("--n", type=_positive_int, default=200, help="superpixels used (default 200)")
+    sal.set_defaults(handler=_saliency)
+
     # Listed for --help only: main() hands their arguments over before parsing.
     tasks = ", ".join(EVAL_TASKS)
     sub.add_parser("eval", help=f"{DELEGATES['eval'][1]} (tasks: {tasks}); 'eval TASK --help'")
@@ -228,4 +237,20 @@ def _segment(args: argparse.Namespace) -> int:
         summary = {"image": str(path), **res.to_json()}
         json_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         print(f"{path}: {res.num_parts} parts -> {labels_png}")
+    return 0
+
+
+def _saliency(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .saliency import boundary_connectivity_saliency
+
+    names, images = _inputs(args)
+    outputs = _output_paths(names, args.out, ("_saliency.png",))
+    maps = [boundary_connectivity_saliency(np.array(img), args.n) for img in images]
+    _prepare_out(args.out)
+    for path, sal, (png,) in zip(names, maps, outputs, strict=True):
+        Image.fromarray(np.round(sal * 255).astype(np.uint8)).save(png)
+        print(f"{path}: saliency -> {png}")
     return 0

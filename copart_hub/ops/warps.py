@@ -21,7 +21,7 @@ parameters reproduce the image exactly either way. Both official codes were trai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import torch
@@ -101,15 +101,14 @@ class TPSTransform:
 
     def __post_init__(self) -> None:
         _check_kernel(self.kernel)
-        b = self.affine.shape[0]
-        if self.affine.shape != (b, 2, 3):
+        if self.affine.ndim != 3 or self.affine.shape[1:] != (2, 3):
             raise ValueError(f"affine must be [B, 2, 3], got shape {tuple(self.affine.shape)}")
         _check_points(self.weights, "weights")
         _check_points(self.centres, "centres")
-        if self.weights.shape != self.centres.shape or self.weights.shape[0] != b:
+        if self.weights.shape != self.centres.shape or self.weights.shape[0] != self.batch_size:
             raise ValueError(
                 f"weights {tuple(self.weights.shape)} and centres {tuple(self.centres.shape)} must "
-                f"both be [B, P, 2] with B = {b} (the affine batch)"
+                f"both be [B, P, 2] with B = {self.batch_size} (the affine batch)"
             )
 
     @property
@@ -163,8 +162,20 @@ class TPSTransform:
         affine = torch.stack([lin[:, 1], lin[:, 2], lin[:, 0]], dim=-1)  # [B, 2, 3]
         return cls(affine, weights, control_dst, kernel, align_corners)
 
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TPSTransform:
+        """The same transform with its tensors moved/cast."""
+        return replace(
+            self,
+            affine=self.affine.to(device=device, dtype=dtype),
+            weights=self.weights.to(device=device, dtype=dtype),
+            centres=self.centres.to(device=device, dtype=dtype),
+        )
+
     def transform_points(self, points: Tensor) -> Tensor:
         """``T(p)``: points ``[B, N, 2]`` in the output frame -> the input frame ``[B, N, 2]``."""
+        _check_points(points, "points")
         self._check_batch(points, "points")
         out = points @ self.affine[:, :, :2].transpose(1, 2) + self.affine[:, None, :, 2]
         return out + _kernel_values(points, self.centres, self.kernel) @ self.weights
@@ -174,6 +185,7 @@ class TPSTransform:
 
         Differentiable with respect to ``points`` (MCS affine equivariance, A2.5).
         """
+        _check_points(points, "points")
         self._check_batch(points, "points")
         grads = _kernel_gradients(points, self.centres, self.kernel)  # [B, N, P, 2]
         kernel_part = torch.einsum("bpi,bnpj->bnij", self.weights, grads)
@@ -207,8 +219,6 @@ class TPSTransform:
         )
 
     def _check_batch(self, x: Tensor, name: str) -> None:
-        if name == "points":
-            _check_points(x, name)
         if x.shape[0] != self.batch_size:
             raise ValueError(
                 f"{name} has batch size {x.shape[0]} but the transform has {self.batch_size}"
@@ -278,7 +288,7 @@ def random_scops_tps(
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
     src = noisy @ rot.transpose(1, 2) + shift
     tps = TPSTransform.from_control_points(src, dst, "r2logr", align_corners)
-    return _to(tps, device, dtype)
+    return tps.to(device, dtype or torch.get_default_dtype())
 
 
 def random_mcs_tps(
@@ -306,14 +316,4 @@ def random_mcs_tps(
     coeffs = torch.randn(batch_size, centres.shape[1], 1, generator=generator, dtype=torch.float64)
     weights = (sigma_tps * coeffs).expand(-1, -1, 2)
     tps = TPSTransform(affine, weights, centres, "l1_r2logr", align_corners)
-    return _to(tps, device, dtype)
-
-
-def _to(
-    tps: TPSTransform, device: torch.device | str | None, dtype: torch.dtype | None
-) -> TPSTransform:
-    dtype = dtype or torch.get_default_dtype()
-    affine, weights, centres = (
-        t.to(device=device, dtype=dtype).contiguous() for t in (tps.affine, tps.weights, tps.centres)
-    )
-    return TPSTransform(affine, weights, centres, tps.kernel, tps.align_corners)
+    return tps.to(device, dtype or torch.get_default_dtype())
