@@ -3,6 +3,7 @@
 from .backbone import TimmBackbone
 from .dff import DFF
 from .part_base import PartModel
+from .scops import SCOPS
 from .ssn import SSN, SSNFeatureNet, SuperpixelOutput
 
-__all__ = ["DFF", "SSN", "PartModel", "SSNFeatureNet", "SuperpixelOutput", "TimmBackbone"]
+__all__ = ["DFF", "SCOPS", "SSN", "PartModel", "SSNFeatureNet", "SuperpixelOutput", "TimmBackbone"]

@@ -1,0 +1,101 @@
+"""SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019).
+
+A timm backbone at output stride 8 (the official model is a dilated DeepLab-v2 ResNet-50)
+followed by the DeepLab-v2 classifier: the *sum* of four dilated 3x3 convolutions to K+1
+channels (channel 0 = background), weights N(0, 0.01). Losses live in
+:mod:`copart_hub.losses.scops`; training in ``copart_hub.training.tasks.scops``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..hub.registry import register_architecture, register_model
+from .backbone import TimmBackbone
+from .part_base import PartModel
+
+
+class ASPPSum(nn.Module):
+    """DeepLab-v2 classifier: ``sum_r conv3x3_dilation=r(x)`` -> ``[B, out, h, w]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, out_channels, 3, padding=r, dilation=r) for r in rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([branch(x) for branch in self.branches]).sum(0)
+
+
+@register_architecture("scops")
+class SCOPS(PartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scops"]):
+    """Args:
+    backbone: timm model name (default ``resnet18``: a BatchNorm ResNet trains stably from
+        scratch on a few thousand images, unlike ViTs, and is cheap at 128-256 px).
+    num_parts: K; the model predicts K+1 channels with channel 0 = background.
+    input_size: ``(H, W)`` training / inference resolution.
+    output_stride: backbone stride (8 as in SCOPS; ``None`` for backbones without the option,
+        e.g. ViTs at 16).
+    aspp_rates: dilations of the classifier (official: 6, 12, 18, 24 at 256 px).
+    backbone_weights: optional local weight file, read once at construction.
+    """
+
+    transient_config = {"backbone_weights": None}  # noqa: RUF012
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_parts: int = 8,
+        input_size: tuple[int, int] = (128, 128),
+        output_stride: int | None = 8,
+        aspp_rates: tuple[int, ...] = (3, 6, 9, 12),
+        backbone_weights: str | None = None,
+        image_mean: tuple[float, float, float] | None = None,
+        image_std: tuple[float, float, float] | None = None,
+        feature_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = {"output_stride": output_stride} if output_stride else {}
+        self.encoder = TimmBackbone(backbone, (-1,), backbone_weights, **kwargs)
+        channels = self.encoder.channels[0]
+        if feature_channels is not None and feature_channels != channels:
+            raise ValueError(f"{backbone} has {channels} channels, config says {feature_channels}")
+        self.num_parts = num_parts
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.image_mean = tuple(image_mean or self.encoder.mean)
+        self.image_std = tuple(image_std or self.encoder.std)
+        self.classifier = ASPPSum(channels, num_parts + 1, tuple(aspp_rates))
+
+    def derived_config(self) -> dict:
+        return {
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "feature_channels": self.encoder.channels[0],
+        }
+
+    def forward_features(self, pixel_values: Tensor) -> Tensor:
+        """Backbone features ``[B, C, H/s, W/s]``."""
+        return self.encoder(pixel_values)[0]
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.classifier(features)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Normalised images ``[B, 3, H, W]`` -> part logits ``[B, K+1, H/s, W/s]``."""
+        return self.forward_head(self.forward_features(pixel_values))
+
+
+register_model("scops_resnet18", "scops", "SCOPS, timm resnet18 at stride 8 (from scratch)")
+register_model(
+    "scops_resnet50",
+    "scops",
+    "SCOPS, resnet50 at stride 8 (the paper's backbone size)",
+    backbone="resnet50",
+    input_size=(256, 256),
+    aspp_rates=(6, 12, 18, 24),
+)

@@ -1,0 +1,69 @@
+"""Part metrics: foreground IoU, landmark regression (% IOD), mean shape, NMI/ARI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from copart_hub.data.collections import five_landmarks
+from copart_hub.metrics.parts import (
+    fit_linear_regressor,
+    foreground_iou,
+    labels_at_points,
+    landmark_nmi_ari,
+    landmark_regression_error,
+    mean_shape_error,
+)
+
+
+def test_foreground_iou():
+    labels = np.zeros((4, 4), dtype=int)
+    labels[:2, :2] = 3
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    assert foreground_iou(labels, mask) == pytest.approx(0.5)
+    assert foreground_iou(np.zeros((2, 2), int), np.zeros((2, 2), bool)) == 1.0
+    with pytest.raises(ValueError, match="differ in size"):
+        foreground_iou(labels, mask[:3])
+
+
+def test_regression_recovers_an_affine_map_and_error_is_zero():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(50, 6))
+    true = rng.normal(size=(6, 10))
+    lms = (feats @ true + 3.0).reshape(50, 5, 2)
+    lms[:, 1] += 10  # keep the eyes apart (IOD > 0)
+    coef = fit_linear_regressor(feats, lms.reshape(50, -1))
+    assert np.allclose(
+        coef[-1], (np.full(10, 3.0) + np.tile([0, 0, 10, 10, 0, 0, 0, 0, 0, 0], 1)), atol=1e-6
+    )
+    err = landmark_regression_error(feats[:40], lms[:40], feats[40:], lms[40:])
+    assert err["landmark_error_iod_pct"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mean_shape_error_known_value():
+    train = np.zeros((2, 2, 2))
+    train[:, 1, 0] = 10  # mean shape: eyes at (0, 0) and (10, 0)
+    test = train[:1].copy()
+    test[0] += [1.0, 0.0]  # shifted by 1 px; IOD = 10 -> 10 %
+    assert mean_shape_error(train, test) == pytest.approx(10.0)
+
+
+def test_five_landmarks_from_68():
+    lm = np.zeros((68, 2))
+    lm[36:42] = [1, 2]
+    lm[42:48] = [3, 4]
+    lm[30], lm[48], lm[54] = [5, 6], [7, 8], [9, 10]
+    assert np.array_equal(five_landmarks(lm), [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]])
+
+
+def test_labels_at_points_and_nmi_ari():
+    labels = np.array([[[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0]]] * 3)
+    pts = np.array([[[0, 0], [3, 1], [1, 2]]] * 3, dtype=float)  # on part 1, part 2, background
+    assert labels_at_points(labels, pts).tolist() == [[1, 2, 0]] * 3
+    scores = landmark_nmi_ari(labels, pts)
+    assert scores["full_nmi"] == pytest.approx(100) and scores["full_ari"] == pytest.approx(100)
+    shuffled = labels.copy()
+    shuffled[1] = 3 - shuffled[1]  # parts swap meaning in one image
+    shuffled[1][shuffled[1] == 3] = 0
+    assert landmark_nmi_ari(shuffled, pts)["fg_ari"] < 100
