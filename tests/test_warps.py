@@ -77,6 +77,17 @@ def test_tps_interpolates_control_points(kernel):
     assert torch.allclose(grid.reshape(3, 25, 2), src, atol=1e-10)
 
 
+def test_shared_control_dst_equals_per_sample_control_dst():
+    torch.manual_seed(0)
+    dst = control_grid(dtype=torch.float64)
+    src = dst + 0.05 * torch.randn(3, 25, 2, dtype=torch.float64)
+    shared = TPSTransform.from_control_points(src, dst)
+    batched = TPSTransform.from_control_points(src, dst.expand(3, -1, -1).contiguous())
+    assert shared.centres.shape == (3, 25, 2)
+    assert torch.allclose(shared.affine, batched.affine, atol=1e-12)
+    assert torch.allclose(shared.weights, batched.weights, atol=1e-12)
+
+
 def test_affine_control_points_give_an_exact_affine():
     dst = control_grid(dtype=torch.float64)[None]
     theta = torch.tensor([[[1.1, -0.2, 0.05], [0.3, 0.9, -0.1]]], dtype=torch.float64)
@@ -209,7 +220,7 @@ def test_similarity_rotation_direction_is_a_rotation():
         (lambda: TPSTransform.from_control_points(torch.rand(1, 4, 3), torch.rand(1, 4, 3)), "2]"),
         (
             lambda: TPSTransform.from_control_points(torch.rand(1, 4, 2), torch.rand(1, 5, 2)),
-            "same shape",
+            "same B and P",
         ),
         (
             lambda: TPSTransform.from_control_points(torch.rand(1, 2, 2), torch.rand(1, 2, 2)),

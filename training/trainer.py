@@ -139,9 +139,12 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _released(self) -> torch.nn.Module:
+        return self.task.release_model(self.acc.unwrap_model(self.model))
+
     def _evaluate(self) -> dict[str, float]:
         """Validate on the main process; export ``best/`` when the score improves."""
-        model = self.acc.unwrap_model(self.model)
+        model = self._released()
         scores: dict[str, float] = {}
         if self.acc.is_main_process:
             model.eval()
@@ -157,7 +160,7 @@ class Trainer:
 
     def _samples(self) -> None:
         if self.acc.is_main_process:
-            model = self.acc.unwrap_model(self.model)
+            model = self._released()
             model.eval()
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             self.task.write_samples(model, self.out / "samples" / f"step_{self.step:07d}.png")
@@ -165,7 +168,7 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _export(self, folder: Path, scores: dict[str, float]) -> None:
-        model = self.acc.unwrap_model(self.model)
+        model = self._released()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "README.md").unlink(missing_ok=True)
         samples = folder / "samples.png"

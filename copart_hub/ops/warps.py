@@ -133,34 +133,42 @@ class TPSTransform:
 
         Args:
             control_src: ``[B, P, 2]`` where each control point samples from (input frame).
-            control_dst: ``[B, P, 2]`` where it lands (output frame); also the kernel centres.
-                At least 3 points, not all collinear.
+            control_dst: ``[B, P, 2]``, or ``[P, 2]`` shared by the batch (one solve), where
+                each point lands (output frame); also the kernel centres. At least 3 points,
+                not all collinear.
 
         The linear system ``[[U, Q], [Q^T, 0]] [w; a] = [src; 0]`` (``Q = [1, x, y]``) is solved
         in float64; an affine ``control_src`` is reproduced exactly (zero kernel weights).
         """
         _check_points(control_src, "control_src")
-        _check_points(control_dst, "control_dst")
-        if control_src.shape != control_dst.shape:
+        b, p, _ = control_src.shape
+        shared = control_dst.ndim == 2
+        if control_dst.shape[-2:] != (p, 2) or (not shared and control_dst.shape != (b, p, 2)):
             raise ValueError(
-                f"control_src {tuple(control_src.shape)} and control_dst "
-                f"{tuple(control_dst.shape)} must have the same shape"
+                f"control_dst {tuple(control_dst.shape)} must be [B, P, 2] or [P, 2] with the "
+                f"same B and P as control_src {tuple(control_src.shape)}"
             )
-        b, p, _ = control_dst.shape
+        dst = control_dst.double().unsqueeze(0) if shared else control_dst.double()
         if p < 3:
             raise ValueError(f"a TPS needs at least 3 control points, got {p}")
         _check_kernel(kernel)
-        dst = control_dst.double()
-        q = torch.cat([dst.new_ones(b, p, 1), dst], dim=-1)  # [B, P, 3]
-        system = dst.new_zeros(b, p + 3, p + 3)
+        n = dst.shape[0]
+        q = torch.cat([dst.new_ones(n, p, 1), dst], dim=-1)  # [n, P, 3]
+        system = dst.new_zeros(n, p + 3, p + 3)
         system[:, :p, :p] = _kernel_values(dst, dst, kernel)
         system[:, :p, p:] = q
         system[:, p:, :p] = q.transpose(1, 2)
-        rhs = torch.cat([control_src.double(), dst.new_zeros(b, 3, 2)], dim=1)
-        solution = torch.linalg.solve(system, rhs).to(control_src.dtype)  # [B, P + 3, 2]
+        rhs = torch.cat([control_src.double(), dst.new_zeros(b, 3, 2)], dim=1)  # [B, P + 3, 2]
+        if shared:  # one system, the batch stacked as right-hand-side columns
+            cols = rhs.permute(1, 0, 2).reshape(p + 3, 2 * b)
+            solution = torch.linalg.solve(system[0], cols).view(p + 3, b, 2).permute(1, 0, 2)
+        else:
+            solution = torch.linalg.solve(system, rhs)
+        solution = solution.to(control_src.dtype)
         weights, lin = solution[:, :p], solution[:, p:]  # lin rows: 1, x, y
         affine = torch.stack([lin[:, 1], lin[:, 2], lin[:, 0]], dim=-1)  # [B, 2, 3]
-        return cls(affine, weights, control_dst, kernel, align_corners)
+        centres = dst.to(control_src.dtype).expand(b, -1, -1)
+        return cls(affine, weights, centres, kernel, align_corners)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -213,7 +221,7 @@ class TPSTransform:
             raise ValueError(
                 f"padding_mode must be one of {get_args(PaddingMode)}, got {padding_mode!r}"
             )
-        grid = self.grid(*x.shape[-2:]).to(x.dtype)
+        grid = self.grid(*x.shape[-2:]).to(x)  # keep the transform on x's device (``to``)
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=self.align_corners
         )
@@ -279,14 +287,14 @@ def random_scops_tps(
     low, high = scale_range
     if not 0 < low <= high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    dst = control_grid(points_per_side, dtype=torch.float64).expand(batch_size, -1, -1)
-    noisy = dst + _uniform(dst.shape, -jitter, jitter, generator)
+    dst = control_grid(points_per_side, dtype=torch.float64)  # [P, 2], shared by the batch
+    noisy = dst + _uniform((batch_size, *dst.shape), -jitter, jitter, generator)
     theta = _uniform((batch_size,), -1, 1, generator) * math.radians(max_rotation_deg)
     scale = _uniform((batch_size,), 1 / high, 1 / low, generator)
     shift = _uniform((batch_size, 1, 2), -max_translation, max_translation, generator)
     cos, sin = torch.cos(theta) * scale, torch.sin(theta) * scale
-    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    src = noisy @ rot.transpose(1, 2) + shift
+    s_rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    src = noisy @ s_rot.transpose(1, 2) + shift
     tps = TPSTransform.from_control_points(src, dst, "r2logr", align_corners)
     return tps.to(device, dtype or torch.get_default_dtype())
 

@@ -27,7 +27,13 @@ class Task(ABC):
         self.seed = seed
 
     @abstractmethod
-    def build_model(self) -> CopartModel: ...
+    def build_model(self) -> nn.Module:
+        """The module trained by the loop: a :class:`CopartModel`, or a wrapper that also holds
+        training-only parts (then override :meth:`release_model`)."""
+
+    def release_model(self, module: nn.Module) -> CopartModel:
+        """The model to validate, sample and save from the trained module."""
+        return module  # type: ignore[return-value]
 
     @abstractmethod
     def train_dataset(self) -> Dataset: ...

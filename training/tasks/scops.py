@@ -1,0 +1,357 @@
+"""SCOPS training task (SPEC A1): concentration, equivariance, semantic consistency with a
+saliency-masked, learned non-negative part basis, and orthonormality.
+
+Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``reference``:
+- ``"colour"``: Lab colour and gradient energy at two scales (fixed, needs nothing);
+- ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
+- ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
+Foreground (``saliency``): ``"boundary"`` (boundary-connectivity saliency, computed once per
+image and cached by ``datasets``), ``"masks"`` (user masks in ``mask_dir``) or ``"none"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.color import rgb_to_lab
+from kornia.filters import gaussian_blur2d, sobel
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from copart_hub import create_model
+from copart_hub.data import collections
+from copart_hub.losses.scops import (
+    PartBasis,
+    ScopsLossWeights,
+    equivariance_loss,
+    orthonormality_loss,
+    semantic_consistency_loss,
+)
+from copart_hub.metrics.parts import foreground_iou, landmark_regression_error
+from copart_hub.models.backbone import TimmBackbone
+from copart_hub.ops.coordinates import concentration_loss
+from copart_hub.ops.warps import random_scops_tps
+from copart_hub.saliency import boundary_connectivity_saliency
+
+from ..sampling import sample_rng
+from .base import OptimizerPair, Task, register_task
+
+COLLECTIONS = {"faces300w": collections.faces300w, "weizmann_horse": collections.weizmann_horses}
+
+
+def collection_dataset(paths: list[Path], saliency: str, mask_dir: str | None) -> datasets.Dataset:
+    """``datasets`` table of images with a foreground map per image.
+
+    The foreground maps are computed once and cached as an Arrow file in the ``datasets`` cache,
+    keyed by the image paths, their sizes and modification times, and the foreground source.
+    """
+    ds = datasets.Dataset.from_dict({"image": [str(p) for p in paths]})
+    ds = ds.cast_column("image", datasets.Image())
+
+    def add_foreground(row: dict[str, Any]) -> dict[str, Any]:
+        image = np.array(row["image"].convert("RGB"))
+        if saliency == "boundary":
+            fg = boundary_connectivity_saliency(image)
+        elif saliency == "masks":
+            stem = Path(row["image"].filename).stem
+            matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
+            if not matches:
+                raise FileNotFoundError(f"no mask for {stem} in {mask_dir}")
+            mask = Image.open(matches[0]).convert("L").resize(image.shape[1::-1])
+            fg = np.asarray(mask, dtype=np.float32) / 255
+        else:
+            fg = np.ones(image.shape[:2], dtype=np.float32)
+        return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
+
+    key = hashlib.sha1(f"{saliency}|{mask_dir}".encode())
+    for p in paths:
+        st = Path(p).stat()
+        key.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = Path(datasets.config.HF_DATASETS_CACHE) / "copart_hub" / f"fg-{key.hexdigest()}.arrow"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return ds.map(add_foreground, desc=f"foreground ({saliency})", cache_file_name=str(cache))
+
+
+class ScopsImages(Dataset):
+    """Images and foreground maps at ``size``, randomly zoomed, shifted and mirrored.
+
+    The zoom ``s ~ U(scale_range)`` (< 1 zooms out) and a shift that keeps the image centre
+    inside the frame let objects appear anywhere, not only centred.
+    """
+
+    def __init__(
+        self,
+        rows: datasets.Dataset,
+        size: int,
+        scale_range: tuple[float, float],
+        seed: int,
+        augment: bool = True,
+    ) -> None:
+        self.rows, self.size, self.scale_range = rows, size, scale_range
+        self.seed, self.augment = seed, augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
+        index, epoch = key
+        row = self.rows[index]
+        img = torch.from_numpy(np.array(row["image"].convert("RGB"))).permute(2, 0, 1).float() / 255
+        fg = torch.from_numpy(np.array(row["foreground"].convert("L"))).float()[None] / 255
+        img = F.interpolate(img[None], (self.size, self.size), mode="bilinear", antialias=True)
+        fg = F.interpolate(fg[None], (self.size, self.size), mode="bilinear", antialias=True)
+        if self.augment:
+            rng = sample_rng(self.seed, epoch, index)
+            s = rng.uniform(*self.scale_range)
+            flip = -1.0 if rng.random() < 0.5 else 1.0
+            reach = abs(1 - s)  # the image centre stays in the frame
+            tx, ty = rng.uniform(-reach, reach, size=2)
+            theta = torch.tensor([[[flip / s, 0, -tx / s], [0, 1 / s, -ty / s]]], dtype=img.dtype)
+            grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+            img = F.grid_sample(img, grid, padding_mode="border", align_corners=False)
+            fg = F.grid_sample(fg, grid, padding_mode="zeros", align_corners=False)
+        return {"image": img[0].clamp(0, 1), "foreground": fg[0].clamp(0, 1)}
+
+
+def colour_texture_features(image: Tensor) -> Tensor:
+    """Fixed non-negative descriptors ``[B, 8, H, W]`` of RGB in [0, 1]: Lab colour blurred at
+    two scales and Sobel gradient energy of L at two scales, each roughly in [0, 1]."""
+    lab = rgb_to_lab(image)
+    lab = torch.cat([lab[:, :1] / 100, (lab[:, 1:] + 128) / 255], 1)
+    feats = []
+    for sigma in (1.0, 4.0):
+        k = 2 * round(3 * sigma) + 1
+        blurred = gaussian_blur2d(lab, (k, k), (sigma, sigma))
+        feats += [blurred, (sobel(blurred[:, :1]) * 4).clamp(0, 1)]
+    return torch.cat(feats, 1)
+
+
+class ScopsModule(nn.Module):
+    """What is trained: the SCOPS model, its part basis and (for ``ema``) a teacher backbone."""
+
+    def __init__(self, model: nn.Module, reference: str, ema_decay: float) -> None:
+        super().__init__()
+        self.model = model
+        self.reference, self.ema_decay = reference, ema_decay
+        self.teacher: nn.Module | None = None
+        if reference == "colour":
+            channels = 8
+        elif reference == "ema":
+            self.teacher = copy.deepcopy(model.encoder).requires_grad_(False)
+            channels = model.encoder.channels[0]
+        elif reference.startswith("timm:"):
+            _, name, weights = reference.split(":", 2)
+            self.teacher = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
+            channels = self.teacher.channels[0]
+        else:
+            raise ValueError(f"unknown reference {reference!r}: colour, ema or timm:NAME:FILE")
+        self.basis = PartBasis(model.num_parts, channels)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Part logits of a batch and the raw part basis (so DDP sees every trained parameter
+        used by the outputs)."""
+        return self.model(x), self.basis.w
+
+    @torch.no_grad()
+    def reference_features(self, image01: Tensor, normalised: Tensor) -> Tensor:
+        size = image01.shape[-2:]
+        if self.teacher is None:
+            return colour_texture_features(image01)
+        self.teacher.eval()
+        inputs = normalised
+        if self.reference.startswith("timm:"):
+            mean = torch.tensor(self.teacher.mean, device=image01.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.teacher.std, device=image01.device).view(1, 3, 1, 1)
+            inputs = (image01 - mean) / std
+        feats = F.relu(self.teacher(inputs)[0])
+        return F.interpolate(feats, size=size, mode="bilinear", align_corners=True)
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        if self.reference != "ema" or self.teacher is None:
+            return
+        for t, s in zip(self.teacher.parameters(), self.model.encoder.parameters(), strict=True):
+            t.lerp_(s, 1 - self.ema_decay)
+        for t, s in zip(self.teacher.buffers(), self.model.encoder.buffers(), strict=True):
+            t.copy_(s)
+
+
+@register_task("scops")
+class ScopsTask(Task):
+    """Args (``task_args``): see ``defaults``; loss weights default to the official JSON."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "model": "scops_resnet18",
+        "model_kwargs": {},
+        "collection": "faces300w",  # or weizmann_horse, or a folder of images (data_dir)
+        "data_dir": None,
+        "mask_dir": None,
+        "data_root": None,
+        "size": 128,
+        "scale_range": [0.6, 1.1],
+        "saliency": "boundary",
+        "reference": "colour",
+        "ema_decay": 0.999,
+        "lr": 1e-4,
+        "basis_lr": 0.01,
+        "weights": {},
+        "val_fit_images": 400,
+    }
+
+    def __init__(self, args: dict[str, Any], seed: int) -> None:
+        unknown = set(args) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"unknown scops task_args: {sorted(unknown)}")
+        super().__init__({**self.defaults, **args}, seed)
+        self.weights = ScopsLossWeights(**self.args["weights"])
+        self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
+
+    # ----------------------------------------------------------------- data
+    def _paths(self, split: str) -> list[Path]:
+        a = self.args
+        if a["data_dir"]:
+            files = sorted(
+                p
+                for p in Path(a["data_dir"]).iterdir()
+                if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+            )
+            return files if split == "train" else files[-max(1, len(files) // 10) :]
+        return COLLECTIONS[a["collection"]](split, a["data_root"]).images
+
+    def build_model(self) -> nn.Module:
+        a = self.args
+        kwargs = {"input_size": (a["size"], a["size"]), **a["model_kwargs"]}
+        model = create_model(a["model"], **kwargs)
+        self.num_parts = model.num_parts
+        return ScopsModule(model, a["reference"], a["ema_decay"])
+
+    def release_model(self, module: nn.Module) -> nn.Module:
+        return module.model
+
+    def train_dataset(self) -> Dataset:
+        a = self.args
+        rows = collection_dataset(self._paths("train"), a["saliency"], a["mask_dir"])
+        return ScopsImages(rows, a["size"], tuple(a["scale_range"]), self.seed)
+
+    def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
+        model_opt = torch.optim.Adam(module.model.parameters(), lr=self.args["lr"])
+        basis_opt = torch.optim.SGD(
+            module.basis.parameters(), lr=self.args["basis_lr"], momentum=0.9, weight_decay=5e-4
+        )
+        return [(model_opt, None), (basis_opt, None)]
+
+    # ----------------------------------------------------------------- losses
+    def _normalise(self, model: nn.Module, image01: Tensor) -> Tensor:
+        mean = torch.tensor(model.image_mean, device=image01.device).view(1, 3, 1, 1)
+        std = torch.tensor(model.image_std, device=image01.device).view(1, 3, 1, 1)
+        return (image01 - mean) / std
+
+    def training_step(
+        self, module: nn.Module, batch: dict[str, Tensor], step: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        inner = module.module if hasattr(module, "module") else module  # DDP wrapper
+        model = inner.model
+        image, fg = batch["image"], batch["foreground"]
+        size = image.shape[-2:]
+        x = self._normalise(model, image)
+        warp = random_scops_tps(image.shape[0], device=image.device, dtype=image.dtype)
+        jittered = torch.stack([self.jitter(im) for im in image])  # colour: warped branch only
+        x_t = self._normalise(model, warp.warp(jittered, padding_mode="zeros"))
+        both, basis = module(torch.cat([x, x_t]))  # one forward: DDP-safe
+        both = F.interpolate(both, size=size, mode="bilinear", align_corners=True)
+        logits, logits_t = both.chunk(2)
+        probs = logits.softmax(1)
+        kl, centre_mse = equivariance_loss(logits, logits_t, warp)
+        ref = inner.reference_features(image, x)
+        terms = {
+            "concentration": concentration_loss(probs[:, 1:]),
+            "equivariance": kl,
+            "landmark_equivariance": centre_mse,
+            "semantic_consistency": semantic_consistency_loss(probs[:, 1:], ref, basis, fg),
+            "orthonormality": orthonormality_loss(basis),
+        }
+        loss = self.weights.total(terms)
+        inner.update_teacher()
+        return loss, {k: v.item() for k, v in terms.items()}
+
+    # ----------------------------------------------------------------- validation
+    def _val_collection(self):
+        a = self.args
+        if a["data_dir"]:
+            return None
+        return COLLECTIONS[a["collection"]]("val", a["data_root"])
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Faces: landmark error (% IOD) from part centres, regressor fitted on training faces;
+        horses: foreground IoU. Both on the held-out split."""
+        from copart_hub.pipelines import PartSegmenter
+
+        val = self._val_collection()
+        if val is None:
+            return {}
+        seg = PartSegmenter(model, device=next(model.parameters()).device)
+        if val.landmarks is not None:
+            fit = COLLECTIONS[self.args["collection"]]("train", self.args["data_root"])
+            n_fit = min(self.args["val_fit_images"], len(fit.images))
+            pick = np.linspace(0, len(fit.images) - 1, n_fit).astype(int)
+            fit_res = seg([fit.load_image(i) for i in pick])
+            val_res = seg([val.load_image(i) for i in range(len(val.images))])
+            feats = [
+                np.nan_to_num(np.stack([r.centres.reshape(-1) for r in res]))
+                for res in (fit_res, val_res)
+            ]
+            five = collections.five_landmarks
+            err = landmark_regression_error(
+                feats[0], five(fit.landmarks[pick]), feats[1], five(val.landmarks)
+            )
+            return {**err, "score": -err["landmark_error_iod_pct"]}
+        results = seg([val.load_image(i) for i in range(len(val.images))])
+        iou = float(
+            np.mean([foreground_iou(r.labels, val.load_mask(i)) for i, r in enumerate(results)])
+        )
+        return {"fg_iou": iou, "score": iou}
+
+    @torch.no_grad()
+    def write_samples(self, model: nn.Module, path: Path) -> None:
+        from copart_hub.pipelines import PartSegmenter
+        from copart_hub.visualize import contact_sheet
+
+        val = self._val_collection()
+        paths = val.images if val is not None else self._paths("val")
+        pick = np.linspace(0, len(paths) - 1, min(16, len(paths))).astype(int)
+        images = [
+            val.load_image(i) if val is not None else Image.open(paths[i]).convert("RGB")
+            for i in pick
+        ]
+        seg = PartSegmenter(model, device=next(model.parameters()).device)
+        contact_sheet([r.overlay for r in seg(images)], cols=8, cell_size=128).save(path)
+
+    def card_info(self) -> dict[str, Any]:
+        a = self.args
+        data = {
+            "faces300w": (
+                "300-W faces (AFW + HELEN train), 4/5 of the 1207 crops",
+                "300-W (iBUG): non-commercial research use",
+            ),
+            "weizmann_horse": ("Weizmann horses 1-180", "Weizmann Horse Database: research use"),
+        }.get(a["collection"], (str(a["data_dir"]), "the user's data"))
+        return {
+            "method": "SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019)",
+            "paper": "https://arxiv.org/abs/1905.01298",
+            "data": data[0],
+            "data_licence": data[1],
+            "licence_name": "research-only (trained on non-commercial data)",
+            "num_parts": getattr(self, "num_parts", None),
+            "reference_features": a["reference"],
+            "tags": ["scops", "part-segmentation"],
+        }
