@@ -23,7 +23,7 @@ DELEGATES = {
     "eval": ("copart_hub.evaluation.{task}", "evaluate a method on a benchmark"),
     "train": ("copart_hub.training.launch", "train a model from a config"),
 }
-EVAL_TASKS = ("superpixels",)
+EVAL_TASKS = ("superpixels", "parts")
 
 
 class CliError(Exception):

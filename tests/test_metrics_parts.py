@@ -67,3 +67,20 @@ def test_labels_at_points_and_nmi_ari():
     shuffled[1] = 3 - shuffled[1]  # parts swap meaning in one image
     shuffled[1][shuffled[1] == 3] = 0
     assert landmark_nmi_ari(shuffled, pts)["fg_ari"] < 100
+
+
+def test_zoom_shift_moves_landmarks_with_pixels(tmp_path):
+    from PIL import Image
+
+    from copart_hub.data.collections import Collection, ZoomShiftCollection
+
+    img = np.zeros((40, 60, 3), dtype=np.uint8)
+    img[10, 45] = 255  # a single bright pixel at (x=45, y=10)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    base = Collection("t", "val", [tmp_path / "a.png"], landmarks=np.array([[[45.0, 10.0]]]))
+    zs = ZoomShiftCollection.of(base, scale_range=(0.5, 0.9), seed=3)
+    out = np.asarray(zs.load_image(0).convert("L")).astype(float)
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    lx, ly = zs.moved_landmarks()[0, 0]
+    assert abs(x - lx) <= 1.0 and abs(y - ly) <= 1.0
+    assert zs.load_image(0).size == (60, 40)

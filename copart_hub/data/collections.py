@@ -96,3 +96,56 @@ def weizmann_horses(split: str = "train", root: str | Path | None = None) -> Col
     return Collection(
         "weizmann_horse", split, keep, masks=[folder / "figure_ground" / p.name for p in keep]
     )
+
+
+@dataclass
+class ZoomShiftCollection(Collection):
+    """A collection seen through a fixed random zoom and shift per image (objects anywhere in
+    the frame, not only centred); landmarks move with the pixels. Outside is black."""
+
+    scale_range: tuple[float, float] = (0.6, 1.0)
+    seed: int = 0
+
+    @classmethod
+    def of(
+        cls, base: Collection, scale_range: tuple[float, float] = (0.6, 1.0), seed: int = 0
+    ) -> ZoomShiftCollection:
+        return cls(
+            base.name + "-zoomshift",
+            base.split,
+            base.images,
+            base.masks,
+            base.landmarks,
+            scale_range=scale_range,
+            seed=seed,
+        )
+
+    def _params(self, i: int, size: tuple[int, int]) -> tuple[float, float, float]:
+        rng = np.random.default_rng([self.seed, i])
+        s = rng.uniform(*self.scale_range)
+        w, h = size
+        tx, ty = rng.uniform(-1, 1, size=2) * (1 - s) * np.array([w, h]) / 2
+        return s, tx, ty
+
+    def load_image(self, i: int) -> Image.Image:
+        image = super().load_image(i)
+        s, tx, ty = self._params(i, image.size)
+        w, h = image.size
+        # output pixel p comes from input (p - c - t) / s + c
+        cx, cy = w / 2, h / 2
+        coeffs = (1 / s, 0, cx - (cx + tx) / s, 0, 1 / s, cy - (cy + ty) / s)
+        return image.transform(
+            image.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR
+        )
+
+    def moved_landmarks(self) -> np.ndarray:
+        """Landmarks ``[N, L, 2]`` in the zoomed and shifted frames."""
+        if self.landmarks is None:
+            raise ValueError(f"{self.name} has no landmarks")
+        out = self.landmarks.copy()
+        for i, path in enumerate(self.images):
+            w, h = Image.open(path).size
+            s, tx, ty = self._params(i, (w, h))
+            c = np.array([w / 2, h / 2])
+            out[i] = (self.landmarks[i] - c) * s + c + np.array([tx, ty])
+        return out

@@ -36,7 +36,6 @@ from copart_hub.losses.scops import (
     orthonormality_loss,
     semantic_consistency_loss,
 )
-from copart_hub.metrics.parts import foreground_iou, landmark_regression_error
 from copart_hub.models.backbone import TimmBackbone
 from copart_hub.ops.coordinates import concentration_loss
 from copart_hub.ops.warps import random_scops_tps
@@ -205,6 +204,7 @@ class ScopsTask(Task):
         "basis_lr": 0.01,
         "weights": {},
         "val_fit_images": 400,
+        "val_dataset": None,  # default: faces300w-zoomshift for faces, else the collection
     }
 
     def __init__(self, args: dict[str, Any], seed: int) -> None:
@@ -292,34 +292,19 @@ class ScopsTask(Task):
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """Faces: landmark error (% IOD) from part centres, regressor fitted on training faces;
-        horses: foreground IoU. Both on the held-out split."""
-        from copart_hub.pipelines import PartSegmenter
+        """The held-out protocol of the collection (``copart-hub eval parts``): landmark error
+        (% IOD) for faces, foreground IoU for horses."""
+        from copart_hub.evaluation.parts import evaluate
 
-        val = self._val_collection()
-        if val is None:
+        if self._val_collection() is None:
             return {}
-        seg = PartSegmenter(model, device=next(model.parameters()).device)
-        if val.landmarks is not None:
-            fit = COLLECTIONS[self.args["collection"]]("train", self.args["data_root"])
-            n_fit = min(self.args["val_fit_images"], len(fit.images))
-            pick = np.linspace(0, len(fit.images) - 1, n_fit).astype(int)
-            fit_res = seg([fit.load_image(i) for i in pick])
-            val_res = seg([val.load_image(i) for i in range(len(val.images))])
-            feats = [
-                np.nan_to_num(np.stack([r.centres.reshape(-1) for r in res]))
-                for res in (fit_res, val_res)
-            ]
-            five = collections.five_landmarks
-            err = landmark_regression_error(
-                feats[0], five(fit.landmarks[pick]), feats[1], five(val.landmarks)
-            )
-            return {**err, "score": -err["landmark_error_iod_pct"]}
-        results = seg([val.load_image(i) for i in range(len(val.images))])
-        iou = float(
-            np.mean([foreground_iou(r.labels, val.load_mask(i)) for i, r in enumerate(results)])
+        a = self.args
+        dataset = a["val_dataset"] or (
+            "faces300w-zoomshift" if a["collection"] == "faces300w" else a["collection"]
         )
-        return {"fg_iou": iou, "score": iou}
+        scores = evaluate(model, dataset, a["data_root"], a["val_fit_images"])
+        key = "fg_iou" if "fg_iou" in scores else "landmark_error_iod_pct"
+        return {**scores, "score": scores[key] if key == "fg_iou" else -scores[key]}
 
     @torch.no_grad()
     def write_samples(self, model: nn.Module, path: Path) -> None:

@@ -1,0 +1,190 @@
+"""``copart-hub eval parts``: held-out part-segmentation scores with baselines in the same run.
+
+Protocols (SPEC B1, B2b, B3), on the fixed held-out splits of :mod:`copart_hub.data.collections`:
+- ``faces300w`` (and ``faces300w-zoomshift``: the same faces under a fixed random zoom in
+  [0.6, 1] and shift, so faces appear anywhere and the mean shape is a weak predictor):
+  landmark regression from part centres (5 points, affine least squares fitted
+  on training-split faces, error in % of the inter-ocular distance), and NMI / ARI of the part
+  labels under the 68 landmarks (full: background included; fg: landmarks on parts only);
+- ``weizmann_horse``: foreground IoU (label != 0 vs the mask), per image, averaged.
+Baselines: the mean training shape (faces), the mean training mask thresholded at 0.5
+(horses), an untrained model of the same architecture, and DFF (NMF of backbone features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import collections
+from ..data.collections import Collection, ZoomShiftCollection, five_landmarks
+from ..metrics.parts import (
+    foreground_iou,
+    landmark_nmi_ari,
+    landmark_regression_error,
+    mean_shape_error,
+)
+
+DATASETS = {
+    "faces300w": collections.faces300w,
+    "faces300w-zoomshift": lambda split, root=None: ZoomShiftCollection.of(
+        collections.faces300w(split, root), seed=0 if split == "train" else 1
+    ),
+    "weizmann_horse": collections.weizmann_horses,
+}
+
+
+def landmarks_of(data: Collection) -> np.ndarray:
+    """Landmarks in the frames the model sees."""
+    if isinstance(data, ZoomShiftCollection):
+        return data.moved_landmarks()
+    return data.landmarks
+
+
+def _segment(model: torch.nn.Module, data: Collection, index: Sequence[int]) -> list:
+    from ..pipelines import PartSegmenter
+
+    seg = PartSegmenter(model, device=next(model.parameters()).device)
+    return seg([data.load_image(i) for i in index])
+
+
+def evaluate_landmarks(
+    model: torch.nn.Module, fit: Collection, test: Collection, n_fit: int | None = None
+) -> dict[str, float]:
+    """Landmark error (% IOD) and NMI/ARI at the 68 landmarks on ``test``."""
+    pick = np.arange(len(fit.images))
+    if n_fit is not None and n_fit < len(pick):
+        pick = np.linspace(0, len(pick) - 1, n_fit).astype(int)
+    fit_res = _segment(model, fit, pick)
+    test_res = _segment(model, test, range(len(test.images)))
+    feats = [
+        np.nan_to_num(np.stack([r.centres.reshape(-1) for r in res])) for res in (fit_res, test_res)
+    ]
+    fit_lm, test_lm = landmarks_of(fit)[pick], landmarks_of(test)
+    scores = landmark_regression_error(
+        feats[0], five_landmarks(fit_lm), feats[1], five_landmarks(test_lm)
+    )
+    labels = np.stack([r.labels for r in test_res])
+    return {**scores, **landmark_nmi_ari(labels, test_lm)}
+
+
+def evaluate_foreground(model: torch.nn.Module, test: Collection) -> dict[str, float]:
+    results = _segment(model, test, range(len(test.images)))
+    ious = [foreground_iou(r.labels, test.load_mask(i)) for i, r in enumerate(results)]
+    return {"fg_iou": float(np.mean(ious))}
+
+
+def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:
+    """IoU of the mean training mask (resized per image, thresholded at 0.5)."""
+    masks = [
+        np.asarray(Image.fromarray(fit.load_mask(i)).resize((size, size)))
+        for i in range(len(fit.images))
+    ]
+    prior = np.mean(masks, 0) >= 0.5
+    ious = []
+    for i in range(len(test.images)):
+        gt = test.load_mask(i)
+        pred = np.asarray(Image.fromarray(prior).resize(gt.shape[::-1]))
+        ious.append(foreground_iou(pred.astype(int), gt))
+    return float(np.mean(ious))
+
+
+def evaluate(
+    model: torch.nn.Module, dataset: str, root: str | Path | None = None, n_fit: int | None = None
+) -> dict[str, float]:
+    """The dataset's protocol for one model (train split fits regressors, val is scored)."""
+    fit, test = DATASETS[dataset]("train", root), DATASETS[dataset]("val", root)
+    if test.landmarks is not None:
+        return evaluate_landmarks(model, fit, test, n_fit)
+    return evaluate_foreground(model, test)
+
+
+def untrained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """A randomly initialised model with the same configuration."""
+    cfg = dict(model.config)
+    cfg.pop("architecture")
+    torch.manual_seed(0)
+    return type(model)(**cfg).eval()
+
+
+def dff_baseline(model: torch.nn.Module, dataset: str, root: str | Path | None) -> torch.nn.Module:
+    """DFF with the model's own trained backbone (no ImageNet weights exist here), fitted on
+    training-split images."""
+    from ..models.dff import DFF
+    from ..processing import image_to_tensor
+
+    dff = DFF(
+        backbone=model.config["backbone"],
+        num_parts=model.num_parts,
+        input_size=model.input_size,
+        feature_index=-1,
+    )
+    dff.encoder.load_state_dict(model.encoder.state_dict())
+    fit = DATASETS[dataset]("train", root)
+    mean = torch.tensor(dff.image_mean).view(3, 1, 1)
+    std = torch.tensor(dff.image_std).view(3, 1, 1)
+    pick = np.linspace(0, len(fit.images) - 1, min(200, len(fit.images))).astype(int)
+    batch = torch.stack(
+        [(image_to_tensor(fit.load_image(i), dff.input_size) - mean) / std for i in pick]
+    )
+    return dff.eval().fit(batch.split(32))
+
+
+def format_rows(rows: dict[str, dict[str, float]]) -> str:
+    metrics = sorted({k for r in rows.values() for k in r})
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for name, r in rows.items():
+        cells = [f"{r[m]:.2f}" if m in r else "" for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="copart-hub eval parts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="part model: folder, zoo name or Hub repo id")
+    p.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    p.add_argument("--root", type=Path, help="data folder (default: the shared data)")
+    p.add_argument("--n-fit", type=int, help="faces used to fit the regressor (default: all)")
+    p.add_argument("--json", type=Path, help="also write the scores as JSON")
+    args = p.parse_args(argv)
+    from .. import from_pretrained
+
+    try:
+        model = from_pretrained(args.model)
+        fit, test = (
+            DATASETS[args.dataset]("train", args.root),
+            DATASETS[args.dataset]("val", args.root),
+        )
+        rows: dict[str, dict[str, Any]] = {}
+        rows["this model"] = evaluate(model, args.dataset, args.root, args.n_fit)
+        rows["untrained"] = evaluate(untrained_like(model), args.dataset, args.root, args.n_fit)
+        rows["DFF (own backbone)"] = evaluate(
+            dff_baseline(model, args.dataset, args.root), args.dataset, args.root, args.n_fit
+        )
+        if test.landmarks is not None:
+            err = mean_shape_error(
+                five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
+            )
+            rows["mean shape"] = {"landmark_error_iod_pct": err}
+        else:
+            rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
+    except (OSError, ValueError) as err:
+        print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: held-out split 'val' ({len(test.images)} images)")
+    print(format_rows(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2) + "\n")
+    return 0
