@@ -160,6 +160,23 @@ class SSNTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         return {
+            "name": "ssn_bsds500",
+            "load_name": "ssn_bsds500",
+            "summary": (
+                "SSN_deep superpixels (differentiable SLIC over learned 20-d pixel features), "
+                "trained from scratch on BSDS500; the default superpixel model of copart_hub."
+            ),
+            "usage": (
+                "from copart_hub.pipelines import SuperpixelSegmenter\n"
+                'result = SuperpixelSegmenter(model)("photo.jpg", n_spixels=400)\n'
+                "result.labels, result.num_superpixels, result.overlay"
+            ),
+            "limitations": (
+                "Trained on CPU for far fewer steps than the paper (~500k); the feature CNN is "
+                "half as wide (hidden_dim 32). Scores are on BSDS500 val, not the test split "
+                "(absent here). Superpixel counts after connectivity enforcement differ from "
+                "the requested count: compare methods at equal actual count."
+            ),
             "method": "SSN: Superpixel Sampling Networks (Jampani et al., ECCV 2018)",
             "paper": "https://arxiv.org/abs/1807.10174",
             "data": "BSDS500 train (200 images); selected on BSDS500 val",

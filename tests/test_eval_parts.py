@@ -1,0 +1,46 @@
+"""copart-hub eval parts: protocols on held-out data, baselines, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import copart_hub
+from copart_hub.data import shared_data_root
+from copart_hub.evaluation.parts import DATASETS, evaluate, main, untrained_like
+
+HAS = shared_data_root() is not None
+needs_data = pytest.mark.skipif(not HAS, reason="../shared/data is not available")
+
+
+def test_bad_model_is_one_clear_error(capsys):
+    assert main(["--model", "no_such_model", "--dataset", "faces300w"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_model" in err[0]
+
+
+def test_untrained_like_has_same_config_and_fresh_weights():
+    model = copart_hub.create_model("scops_resnet18", num_parts=3, input_size=(32, 32))
+    with __import__("torch").no_grad():
+        model.classifier.branches[0].weight.fill_(1.0)
+    fresh = untrained_like(model)
+    assert fresh.config == model.config
+    assert not fresh.classifier.branches[0].weight.eq(1.0).all()
+
+
+@needs_data
+@pytest.mark.slow
+def test_scores_on_held_out_faces_and_horses(tmp_path: Path, capsys):
+    model = copart_hub.create_model("scops_resnet18", num_parts=4, input_size=(64, 64)).eval()
+    faces = evaluate(model, "faces300w-zoomshift", n_fit=60)
+    assert 0 < faces["landmark_error_iod_pct"] < 200
+    assert {"full_nmi", "full_ari", "fg_nmi", "fg_ari"} <= set(faces)
+    horses = evaluate(model, "weizmann_horse")
+    assert 0 <= horses["fg_iou"] <= 1
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    assert main(["--model", str(folder), "--dataset", "weizmann_horse"]) == 0
+    out = capsys.readouterr().out
+    assert "mean mask" in out and "untrained" in out and "DFF" in out
+    assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse"}
