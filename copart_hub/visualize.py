@@ -54,12 +54,13 @@ def overlay_parts(
 def overlay_superpixels(
     image: Image.Image, labels: np.ndarray, color: tuple[int, int, int] = BOUNDARY_COLOR
 ) -> Image.Image:
-    """Paint the boundary pixels (both sides of each edge) of ``labels [H, W]`` in ``color``."""
-    from skimage.segmentation import find_boundaries
+    """Paint 1-pixel boundaries of ``labels [H, W]`` in ``color`` (the pixel whose right or
+    bottom neighbour has another label, as in the boundary metrics)."""
+    from .metrics.superpixels import boundary_map
 
     _check_labels(image, labels)
     rgb = np.array(image.convert("RGB"))
-    rgb[find_boundaries(labels, mode="inner", background=-1)] = color
+    rgb[boundary_map(labels)] = color
     return Image.fromarray(rgb)
 
 

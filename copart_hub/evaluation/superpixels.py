@@ -235,7 +235,7 @@ def _write_cards(
             continue
         mine = [r for r in rows if r["method"] in (name, "skimage_slic")]
         body = (
-            f"BSDS500 {args.split} ({settings['n_images']} images, never used for training), "
+            f"BSDS500 {args.split} ({settings['n_images']} images, never used to fit weights), "
             f"{PROTOCOL}; BR/BP tolerance {args.tolerance} px. skimage SLIC "
             f"(compactness {SLIC_COMPACTNESS}) was computed in the same run.\n\n"
             + format_table(mine).replace(str(name), "this model")
