@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..hub.registry import register_architecture, register_model
-from .backbone import TimmBackbone
-from .part_base import PartModel
+from .part_base import BackbonePartModel
 
 EPS = 1e-8
 
@@ -38,7 +37,7 @@ def nmf(
 
 
 @register_architecture("dff")
-class DFF(PartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=["dff"]):
+class DFF(BackbonePartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=["dff"]):
     """Args:
     backbone: timm model name; ``feature_index`` picks its feature level.
     num_parts: K (K+1 NMF factors, one of them background).
@@ -46,8 +45,6 @@ class DFF(PartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=["dff"])
     backbone_weights: optional local weight file (only read at construction; the weights
         are saved with the model, so this is reset to ``None`` in ``config.json``).
     """
-
-    transient_config = {"backbone_weights": None}  # noqa: RUF012
 
     def __init__(
         self,
@@ -62,25 +59,18 @@ class DFF(PartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=["dff"])
         feature_channels: int | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = TimmBackbone(backbone, (feature_index,), backbone_weights)
-        channels = self.encoder.channels[0]
-        if feature_channels is not None and feature_channels != channels:
-            raise ValueError(
-                f"{backbone} gives {channels} channels, config says {feature_channels}"
-            )
-        self.num_parts = num_parts
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.image_mean = tuple(image_mean or self.encoder.mean)
-        self.image_std = tuple(image_std or self.encoder.std)
+        channels = self._init_backbone(
+            backbone,
+            num_parts,
+            input_size,
+            feature_index,
+            backbone_weights,
+            image_mean,
+            image_std,
+            feature_channels,
+        )
         self.nmf_iters = nmf_iters
         self.register_buffer("factors", torch.full((channels, num_parts + 1), 1.0 / channels))
-
-    def derived_config(self) -> dict:
-        return {
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "feature_channels": self.encoder.channels[0],
-        }
 
     def features(self, pixel_values: Tensor) -> Tensor:
         """Non-negative features ``[B, C, h, w]``."""

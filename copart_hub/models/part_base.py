@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from torch import Tensor
 
 from ..hub.base import CopartModel
@@ -26,3 +28,47 @@ class PartModel(CopartModel):
     def forward(self, pixel_values: Tensor) -> Tensor:  # pragma: no cover - abstract
         """``[B, 3, H, W]`` normalised images -> logits ``[B, K+1, h, w]`` (any h, w)."""
         raise NotImplementedError
+
+
+class BackbonePartModel(PartModel):
+    """A part model on one feature level of a :class:`~.backbone.TimmBackbone`.
+
+    Channels and normalisation resolved from timm are saved in ``config.json``
+    (:meth:`derived_config`), and the local weight file is only read at construction (its
+    weights are saved with the model), so reloading never needs timm's pretrained registry,
+    the file, or a download.
+    """
+
+    transient_config: ClassVar[dict[str, Any]] = {"backbone_weights": None}
+
+    def _init_backbone(
+        self,
+        backbone: str,
+        num_parts: int,
+        input_size: tuple[int, int],
+        feature_index: int,
+        backbone_weights: str | None,
+        image_mean: tuple[float, float, float] | None,
+        image_std: tuple[float, float, float] | None,
+        feature_channels: int | None,
+        **timm_kwargs: Any,
+    ) -> int:
+        """Build ``self.encoder`` and the part-model attributes; returns the channel count."""
+        from .backbone import TimmBackbone
+
+        self.encoder = TimmBackbone(backbone, (feature_index,), backbone_weights, **timm_kwargs)
+        channels = self.encoder.channels[0]
+        if feature_channels is not None and feature_channels != channels:
+            raise ValueError(f"{backbone} has {channels} channels, config says {feature_channels}")
+        self.num_parts = num_parts
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.image_mean = tuple(image_mean or self.encoder.mean)
+        self.image_std = tuple(image_std or self.encoder.std)
+        return channels
+
+    def derived_config(self) -> dict[str, Any]:
+        return {
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "feature_channels": self.encoder.channels[0],
+        }

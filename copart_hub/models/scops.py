@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..hub.registry import register_architecture, register_model
-from .backbone import TimmBackbone
-from .part_base import PartModel
+from .part_base import BackbonePartModel
 
 
 class ASPPSum(nn.Module):
@@ -33,7 +32,7 @@ class ASPPSum(nn.Module):
 
 
 @register_architecture("scops")
-class SCOPS(PartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scops"]):
+class SCOPS(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scops"]):
     """Args:
     backbone: timm model name (default ``resnet18``: a BatchNorm ResNet trains stably from
         scratch on a few thousand images, unlike ViTs, and is cheap at 128-256 px).
@@ -44,8 +43,6 @@ class SCOPS(PartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scop
     aspp_rates: dilations of the classifier (official: 6, 12, 18, 24 at 256 px).
     backbone_weights: optional local weight file, read once at construction.
     """
-
-    transient_config = {"backbone_weights": None}  # noqa: RUF012
 
     def __init__(
         self,
@@ -61,22 +58,18 @@ class SCOPS(PartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scop
     ) -> None:
         super().__init__()
         kwargs = {"output_stride": output_stride} if output_stride else {}
-        self.encoder = TimmBackbone(backbone, (-1,), backbone_weights, **kwargs)
-        channels = self.encoder.channels[0]
-        if feature_channels is not None and feature_channels != channels:
-            raise ValueError(f"{backbone} has {channels} channels, config says {feature_channels}")
-        self.num_parts = num_parts
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.image_mean = tuple(image_mean or self.encoder.mean)
-        self.image_std = tuple(image_std or self.encoder.std)
+        channels = self._init_backbone(
+            backbone,
+            num_parts,
+            input_size,
+            -1,
+            backbone_weights,
+            image_mean,
+            image_std,
+            feature_channels,
+            **kwargs,
+        )
         self.classifier = ASPPSum(channels, num_parts + 1, tuple(aspp_rates))
-
-    def derived_config(self) -> dict:
-        return {
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-            "feature_channels": self.encoder.channels[0],
-        }
 
     def forward_features(self, pixel_values: Tensor) -> Tensor:
         """Backbone features ``[B, C, H/s, W/s]``."""
