@@ -23,6 +23,7 @@ from .hub import CopartModel, ModelNotFoundError, zoo_names
 from .models.part_base import PartModel
 from .models.ssn import SSN
 from .ops.slic import grid_shape
+from .ops.superpixel_pool import superpixel_pool, superpixel_unpool
 from .processing import ImagesInput, image_to_tensor, is_batch, to_pil_list
 from .visualize import overlay_parts, overlay_superpixels
 
@@ -101,6 +102,9 @@ class PartSegmenter:
 
     Each image is resized (anisotropically) to ``model.input_size``, normalised with
     ``model.image_mean`` / ``image_std``, and the logits are upsampled back to its original size.
+    With ``refine`` (an SSN model or name, e.g. ``"ssn_bsds500"``) the part probabilities are
+    averaged inside ``refine_spixels`` superpixels of the full-resolution image, which snaps
+    part boundaries to image edges.
     """
 
     def __init__(
@@ -108,12 +112,16 @@ class PartSegmenter:
         model_or_name: PartModel | str | Path,
         device: str | torch.device | None = None,
         batch_size: int = 8,
+        refine: SSN | str | Path | None = None,
+        refine_spixels: int = 300,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = _prepare(model_or_name, PartModel, device)
         self.device = pick_device(device)
         self.batch_size = batch_size
+        self.refiner = SuperpixelSegmenter(refine, device) if refine is not None else None
+        self.refine_spixels = refine_spixels
 
     def __call__(self, inputs: ImagesInput) -> PartSegmentation | list[PartSegmentation]:
         """One input -> one :class:`PartSegmentation`; a list/batch -> a list of them."""
@@ -150,6 +158,8 @@ class PartSegmenter:
         size = (image.height, image.width)
         up = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
         masks = up.softmax(0)  # [K+1, H, W]
+        if self.refiner is not None:
+            masks = self._snap(masks, image)
         labels = masks.argmax(0)
         parts = masks[1:]
         mass = parts.sum((1, 2))  # [K]
@@ -166,6 +176,12 @@ class PartSegmenter:
             areas=(counts.float() / labels.numel()).cpu().numpy(),
             overlay=overlay_parts(image, labels_np, num_parts=self.model.num_parts),
         )
+
+    def _snap(self, masks: Tensor, image: Image.Image) -> Tensor:
+        """Average part probabilities ``[K+1, H, W]`` inside the image's superpixels."""
+        n = min(self.refine_spixels, image.width * image.height)
+        sp = torch.from_numpy(self.refiner(image, n).labels).to(masks.device)[None]
+        return superpixel_unpool(superpixel_pool(masks[None], sp), sp)[0]
 
 
 @dataclass

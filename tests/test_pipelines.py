@@ -139,3 +139,19 @@ def test_bad_superpixel_counts_raise_value_error(rgb_array, n) -> None:
     with pytest.raises(ValueError, match=r"superpixels|n_spixels") as info:
         segmenter(rgb_array, n_spixels=n)
     assert "\n" not in str(info.value)
+
+
+def test_superpixel_refinement_makes_parts_constant_per_superpixel(tiny_part_model) -> None:
+    from copart_hub.pipelines import PartSegmenter, SuperpixelSegmenter
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    plain = PartSegmenter(tiny_part_model)(image)
+    snapped = PartSegmenter(tiny_part_model, refine="ssn_pix", refine_spixels=12)(image)
+    sp = SuperpixelSegmenter("ssn_pix")(image, 12).labels
+    for label in np.unique(sp):
+        region = snapped.masks[:, sp == label]
+        assert np.allclose(region, region[:, :1], atol=1e-6)  # one value per superpixel
+    assert snapped.masks.shape == plain.masks.shape
+    assert np.allclose(snapped.masks.sum(0), 1, atol=1e-5)
+    assert not np.allclose(snapped.masks, plain.masks)

@@ -49,10 +49,12 @@ def landmarks_of(data: Collection) -> np.ndarray:
     return data.landmarks
 
 
-def _segment(model: torch.nn.Module, data: Collection, index: Sequence[int]) -> list:
+def _segment(
+    model: torch.nn.Module, data: Collection, index: Sequence[int], refine: str | None = None
+) -> list:
     from ..pipelines import PartSegmenter
 
-    seg = PartSegmenter(model, device=next(model.parameters()).device)
+    seg = PartSegmenter(model, device=next(model.parameters()).device, refine=refine)
     return seg([data.load_image(i) for i in index])
 
 
@@ -76,8 +78,10 @@ def evaluate_landmarks(
     return {**scores, **landmark_nmi_ari(labels, test_lm)}
 
 
-def evaluate_foreground(model: torch.nn.Module, test: Collection) -> dict[str, float]:
-    results = _segment(model, test, range(len(test.images)))
+def evaluate_foreground(
+    model: torch.nn.Module, test: Collection, refine: str | None = None
+) -> dict[str, float]:
+    results = _segment(model, test, range(len(test.images)), refine)
     ious = [foreground_iou(r.labels, test.load_mask(i)) for i, r in enumerate(results)]
     return {"fg_iou": float(np.mean(ious))}
 
@@ -98,13 +102,20 @@ def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:
 
 
 def evaluate(
-    model: torch.nn.Module, dataset: str, root: str | Path | None = None, n_fit: int | None = None
+    model: torch.nn.Module,
+    dataset: str,
+    root: str | Path | None = None,
+    n_fit: int | None = None,
+    refine: str | None = None,
 ) -> dict[str, float]:
-    """The dataset's protocol for one model (train split fits regressors, val is scored)."""
+    """The dataset's protocol for one model (train split fits regressors, val is scored).
+
+    ``refine`` (an SSN name/path) snaps part maps to superpixels; it applies to foreground IoU.
+    """
     fit, test = DATASETS[dataset]("train", root), DATASETS[dataset]("val", root)
     if test.landmarks is not None:
         return evaluate_landmarks(model, fit, test, n_fit)
-    return evaluate_foreground(model, test)
+    return evaluate_foreground(model, test, refine)
 
 
 def untrained_like(model: torch.nn.Module) -> torch.nn.Module:
@@ -158,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, help="data folder (default: the shared data)")
     p.add_argument("--n-fit", type=int, help="faces used to fit the regressor (default: all)")
     p.add_argument("--json", type=Path, help="also write the scores as JSON")
+    p.add_argument(
+        "--refine",
+        metavar="SSN",
+        help="also score with parts snapped to this SSN's superpixels (foreground IoU only)",
+    )
     args = p.parse_args(argv)
     from .. import from_pretrained
 
@@ -169,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rows: dict[str, dict[str, Any]] = {}
         rows["this model"] = evaluate(model, args.dataset, args.root, args.n_fit)
+        if args.refine and test.landmarks is None:
+            rows[f"this model + {args.refine} snap"] = evaluate(
+                model, args.dataset, args.root, args.n_fit, args.refine
+            )
         rows["untrained"] = evaluate(untrained_like(model), args.dataset, args.root, args.n_fit)
         rows["DFF (own backbone)"] = evaluate(
             dff_baseline(model, args.dataset, args.root), args.dataset, args.root, args.n_fit
