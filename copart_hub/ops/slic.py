@@ -89,7 +89,7 @@ class SuperpixelGrid:
         b, s, c = centres.shape
         grid = centres.transpose(1, 2).reshape(b, c, self.rows, self.cols)
         patches = F.unfold(grid, kernel_size=3, padding=1).view(b, c, NUM_NEIGHBOURS, s)
-        return patches.permute(0, 3, 2, 1)
+        return patches.permute(0, 3, 2, 1).contiguous()  # strided batches make bmm crawl
 
     def scatter_neighbours(self, values: Tensor) -> Tensor:
         """Sum per-cell contributions to its 9 neighbours ``[B, S, 9, C]`` -> ``[B, S, C]``."""
