@@ -105,3 +105,12 @@ def test_dff_parts_follow_image_content():
     r, b = int(red.flatten().mode().values), int(blue.flatten().mode().values)
     assert r != b and 0 not in (r, b)
     assert int(bg.flatten().mode().values) == 0
+
+
+def test_config_records_channels_stride_and_normalisation(tmp_path: Path, no_downloads):
+    model = copart_hub.create_model("scops_resnet18", num_parts=2, input_size=(32, 32))
+    cfg = model.config
+    assert cfg["feature_channels"] == 512 and cfg["feature_reduction"] == 8
+    assert cfg["image_mean"] == [0.485, 0.456, 0.406]
+    with pytest.raises(ValueError, match="stride"):
+        copart_hub.create_model("scops_resnet18", feature_reduction=16)

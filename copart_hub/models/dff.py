@@ -57,6 +57,7 @@ class DFF(BackbonePartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=
         image_mean: tuple[float, float, float] | None = None,
         image_std: tuple[float, float, float] | None = None,
         feature_channels: int | None = None,
+        feature_reduction: int | None = None,
     ) -> None:
         super().__init__()
         channels = self._init_backbone(
@@ -68,6 +69,7 @@ class DFF(BackbonePartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=
             image_mean,
             image_std,
             feature_channels,
+            feature_reduction,
         )
         self.nmf_iters = nmf_iters
         self.register_buffer("factors", torch.full((channels, num_parts + 1), 1.0 / channels))

@@ -51,6 +51,7 @@ class BackbonePartModel(PartModel):
         image_mean: tuple[float, float, float] | None,
         image_std: tuple[float, float, float] | None,
         feature_channels: int | None,
+        feature_reduction: int | None = None,
         **timm_kwargs: Any,
     ) -> int:
         """Build ``self.encoder`` and the part-model attributes; returns the channel count."""
@@ -60,6 +61,9 @@ class BackbonePartModel(PartModel):
         channels = self.encoder.channels[0]
         if feature_channels is not None and feature_channels != channels:
             raise ValueError(f"{backbone} has {channels} channels, config says {feature_channels}")
+        stride = self.encoder.reductions[0]
+        if feature_reduction is not None and feature_reduction != stride:
+            raise ValueError(f"{backbone} has stride {stride}, config says {feature_reduction}")
         self.num_parts = num_parts
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.image_mean = tuple(image_mean or self.encoder.mean)
@@ -71,4 +75,5 @@ class BackbonePartModel(PartModel):
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
             "feature_channels": self.encoder.channels[0],
+            "feature_reduction": self.encoder.reductions[0],
         }

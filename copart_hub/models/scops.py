@@ -55,6 +55,7 @@ class SCOPS(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tag
         image_mean: tuple[float, float, float] | None = None,
         image_std: tuple[float, float, float] | None = None,
         feature_channels: int | None = None,
+        feature_reduction: int | None = None,
     ) -> None:
         super().__init__()
         kwargs = {"output_stride": output_stride} if output_stride else {}
@@ -67,6 +68,7 @@ class SCOPS(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tag
             image_mean,
             image_std,
             feature_channels,
+            feature_reduction,
             **kwargs,
         )
         self.classifier = ASPPSum(channels, num_parts + 1, tuple(aspp_rates))
