@@ -42,5 +42,5 @@ def test_scores_on_held_out_faces_and_horses(tmp_path: Path, capsys):
     model.save_pretrained(folder)
     assert main(["--model", str(folder), "--dataset", "weizmann_horse"]) == 0
     out = capsys.readouterr().out
-    assert "mean mask" in out and "untrained" in out and "DFF" in out
+    assert "mean mask" in out and "untrained" in out and "DFF" in out and "saliency" in out
     assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse"}

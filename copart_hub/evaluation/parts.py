@@ -101,6 +101,17 @@ def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:
     return float(np.mean(ious))
 
 
+def saliency_iou(test: Collection, threshold: float = 0.5) -> float:
+    """Foreground IoU of boundary-connectivity saliency thresholded at ``threshold``."""
+    from ..saliency import boundary_connectivity_saliency
+
+    ious = []
+    for i in range(len(test.images)):
+        sal = boundary_connectivity_saliency(np.array(test.load_image(i)))
+        ious.append(foreground_iou((sal > threshold).astype(int), test.load_mask(i)))
+    return float(np.mean(ious))
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: str,
@@ -200,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows["mean shape"] = {"landmark_error_iod_pct": err}
         else:
             rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
+            rows["boundary saliency > 0.5"] = {"fg_iou": saliency_iou(test)}
     except (OSError, ValueError) as err:
         print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
         return 2
