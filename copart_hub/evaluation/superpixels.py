@@ -60,29 +60,18 @@ def ssn_method(model: torch.nn.Module, device: str | torch.device = "cpu") -> Su
 
 
 def load_superpixel_model(name_or_path: str) -> torch.nn.Module:
-    """A checkpoint folder, zoo name or Hub repo id; or a parameter-free registered model
-    (``ssn_pix``), which needs no checkpoint.
+    """An SSN from a checkpoint folder, zoo name or Hub repo id, or a parameter-free registered
+    model (``ssn_pix``); see :func:`copart_hub.pipelines.load_model`.
 
     Raises ``FileNotFoundError`` / ``ValueError`` with a one-line message when it cannot load.
     """
-    import copart_hub
+    from ..models.ssn import SSN
+    from ..pipelines import load_model
 
-    if (
-        not Path(name_or_path).expanduser().exists()
-        and name_or_path not in copart_hub.list_models(pretrained=True)
-        and name_or_path in copart_hub.list_models()
-    ):
-        model = copart_hub.create_model(name_or_path)
-        if next(model.parameters(), None) is not None:
-            raise FileNotFoundError(
-                f"{name_or_path!r} has learned weights but no checkpoint is bundled; pass a "
-                "checkpoint folder or Hub repo id instead"
-            )
-    else:
-        model = copart_hub.from_pretrained(name_or_path)
-    if not callable(getattr(model, "superpixels", None)):
+    model = load_model(name_or_path, device="cpu")
+    if not isinstance(model, SSN):
         raise ValueError(f"{name_or_path!r} is a {type(model).__name__}, not a superpixel model")
-    return model.eval()
+    return model
 
 
 def evaluate_superpixels(
