@@ -2,8 +2,21 @@
 
 from .backbone import TimmBackbone
 from .dff import DFF
+from .mcs import MCSGenerator, MCSModel, MCSSegmentation, MCSSegmenter
 from .part_base import PartModel
 from .scops import SCOPS
 from .ssn import SSN, SSNFeatureNet, SuperpixelOutput
 
-__all__ = ["DFF", "SCOPS", "SSN", "PartModel", "SSNFeatureNet", "SuperpixelOutput", "TimmBackbone"]
+__all__ = [
+    "DFF",
+    "SCOPS",
+    "SSN",
+    "MCSGenerator",
+    "MCSModel",
+    "MCSSegmentation",
+    "MCSSegmenter",
+    "PartModel",
+    "SSNFeatureNet",
+    "SuperpixelOutput",
+    "TimmBackbone",
+]

@@ -210,9 +210,10 @@ class MCSGenerator(nn.Module):
         estimate_visibility: bool = True,
     ) -> None:
         super().__init__()
-        width = [level_channels(block_expansion, max_features, i) for i in range(num_down_blocks)]
-        width.append(level_channels(block_expansion, max_features, num_down_blocks))
-        self.first = SameBlock(num_channels, block_expansion, 7)
+        width = [
+            level_channels(block_expansion, max_features, i) for i in range(num_down_blocks + 1)
+        ]
+        self.first = SameBlock(num_channels, width[0], 7)
         self.down = nn.ModuleList(DownBlock(width[i], width[i + 1]) for i in range(num_down_blocks))
         self.bottleneck = nn.Sequential(
             *(ResBlock(width[-1]) for _ in range(num_bottleneck_blocks))
@@ -220,7 +221,7 @@ class MCSGenerator(nn.Module):
         self.up = nn.ModuleList(
             UpBlock(width[i + 1], width[i]) for i in reversed(range(num_down_blocks))
         )
-        self.final = nn.Conv2d(block_expansion, num_channels, 7, padding=3)
+        self.final = nn.Conv2d(width[0], num_channels, 7, padding=3)
         self.estimate_visibility = estimate_visibility
 
     def encode(self, images: Tensor) -> Tensor:

@@ -1,0 +1,246 @@
+"""MCS losses (SPEC A2.5): multi-scale perceptual reconstruction and shift/affine equivariance.
+
+The official reconstruction loss is an ImageNet VGG-19 pyramid, which is not available here
+(SPEC 0). :class:`PerceptualPyramid` therefore takes one of three feature nets:
+
+* ``"random"`` (default): a frozen, randomly initialised VGG-like conv stack (fixed seed);
+  random conv features give a usable perceptual signal without any pretrained weights.
+* ``"vgg19"``: torchvision VGG-19 relu1_1..relu5_1 with ImageNet normalisation, read from a
+  local weight file the user provides; nothing is ever downloaded.
+* ``"none"``: no features; with ``pixel_weight > 0`` a plain L1 pyramid on pixels.
+* or any ``nn.Module`` mapping ``[B, 3, H, W]`` in [0, 1] to a list of feature maps (or one
+  map), e.g. a frozen timm ``features_only`` model with its own normalisation.
+
+The default adds a pixel L1 term (weight 10) to the random features; the official setting is
+``feature_net="vgg19", pixel_weight=0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..models.mcs import MCSSegmentation
+from ..ops.antialias import PYRAMID_SCALES, Border, image_pyramid
+from ..ops.warps import TPSTransform
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG19_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # relu1_1 .. relu5_1
+RANDOM_CHANNELS = (32, 64, 128, 256, 256)
+
+
+@dataclass
+class McsLossWeights:
+    """Loss weights (SPEC A2.5): all five perceptual layers 10, both equivariance terms 10.
+
+    ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
+    weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
+    random-feature default.
+    """
+
+    perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
+    pixel: float = 10.0
+    equivariance_shift: float = 10.0
+    equivariance_affine: float = 10.0
+
+    def total(self, reconstruction: Tensor, shift: Tensor, affine: Tensor) -> Tensor:
+        """``reconstruction + w_shift shift + w_affine affine``."""
+        return reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
+
+
+class _FrozenFeatures(nn.Module):
+    """Stages applied in turn to normalised images; frozen, returns every stage's output."""
+
+    def __init__(self, stages: nn.ModuleList, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.stages = stages.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """RGB ``[B, 3, H, W]`` in [0, 1] -> one ``[B, C_i, H_i, W_i]`` map per stage."""
+        x = (images - self.mean) / self.std
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def random_feature_net(channels: Sequence[int] = RANDOM_CHANNELS, seed: int = 0) -> nn.Module:
+    """Frozen random VGG-like pyramid: stage 0 ``conv3x3-ReLU``; stage i ``conv-ReLU-maxpool2
+    (ceil)-conv-ReLU``. He-normal weights from ``seed``, zero biases; inputs mapped to [-1, 1].
+    Ceil-mode pooling keeps every stage defined for tiny images."""
+    generator = torch.Generator().manual_seed(seed)
+    stages = nn.ModuleList()
+    previous = 3
+    for i, width in enumerate(channels):
+        layers: list[nn.Module] = []
+        if i > 0:
+            layers += [nn.Conv2d(previous, previous, 3, padding=1), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        layers += [nn.Conv2d(previous, width, 3, padding=1), nn.ReLU()]
+        stages.append(nn.Sequential(*layers))
+        previous = width
+    with torch.no_grad():
+        for conv in stages.modules():
+            if isinstance(conv, nn.Conv2d):
+                fan_in = conv.in_channels * 9
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+                conv.weight.mul_((2 / fan_in) ** 0.5)
+                conv.bias.zero_()
+    return _FrozenFeatures(stages, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _load_state(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def vgg19_feature_net(weights: str | Path) -> nn.Module:
+    """Frozen torchvision VGG-19 relu1_1..relu5_1 (slices [0:2], [2:7], [7:12], [12:21],
+    [21:30]) with ImageNet normalisation, from a local state dict (``.pth`` or
+    ``.safetensors``) of the full model (``features.*``, ``classifier.*`` ignored) or of
+    ``features`` alone. Never downloads. Needs at least 16 px at the smallest pyramid scale."""
+    from torchvision.models import vgg19
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VGG-19 weight file {str(path)!r} does not exist; copart_hub never downloads "
+            "weights: pass the path of a local torchvision vgg19 state dict, or use "
+            "feature_net='random'"
+        )
+    state = {}
+    for key, value in _load_state(path).items():
+        key = key.removeprefix("features.")
+        index = key.split(".")[0]
+        if key.startswith("classifier.") or (index.isdigit() and int(index) >= VGG19_SLICES[-1][1]):
+            continue
+        state[key] = value
+    with torch.device("meta"):
+        features = vgg19(weights=None).features[: VGG19_SLICES[-1][1]]
+    features.load_state_dict(state, strict=True, assign=True)
+    stages = nn.ModuleList(features[a:b] for a, b in VGG19_SLICES)
+    return _FrozenFeatures(stages, IMAGENET_MEAN, IMAGENET_STD)
+
+
+class PerceptualPyramid(nn.Module):
+    """``sum_s [ w_px mean|P_s - T_s| + sum_l w_l mean|phi_l(P_s) - phi_l(T_s)| ]`` -> scalar.
+
+    ``P_s`` / ``T_s``: prediction / target at each scale (anti-aliased, built from the full
+    images); the target is detached and its features computed without gradient.
+
+    Args:
+        feature_net: ``"random"``, ``"vgg19"``, ``"none"`` or a module (see the module docs).
+        vgg_weights: local VGG-19 weight file (required for ``"vgg19"``).
+        scales: pyramid scales (official 1, 0.5, 0.25, 0.125).
+        layer_weights: one weight per feature map (official: five times 10).
+        pixel_weight: weight of the pixel L1 term (0 disables it).
+        random_channels, seed: widths and seed of the ``"random"`` net.
+        border: padding of the anti-aliasing blur.
+    """
+
+    def __init__(
+        self,
+        feature_net: str | nn.Module = "random",
+        *,
+        vgg_weights: str | Path | None = None,
+        scales: Sequence[float] = PYRAMID_SCALES,
+        layer_weights: Sequence[float] = McsLossWeights.perceptual,
+        pixel_weight: float = McsLossWeights.pixel,
+        random_channels: Sequence[int] = RANDOM_CHANNELS,
+        seed: int = 0,
+        border: Border = "replicate",
+    ) -> None:
+        super().__init__()
+        if isinstance(feature_net, nn.Module):
+            self.features: nn.Module | None = feature_net.requires_grad_(False)
+        elif feature_net == "random":
+            if len(random_channels) != len(layer_weights):
+                raise ValueError(
+                    f"{len(random_channels)} random stages but {len(layer_weights)} layer weights"
+                )
+            self.features = random_feature_net(random_channels, seed)
+        elif feature_net == "vgg19":
+            if vgg_weights is None:
+                raise ValueError("feature_net='vgg19' needs vgg_weights (a local file path)")
+            if len(layer_weights) != len(VGG19_SLICES):
+                raise ValueError(f"VGG-19 has 5 feature layers, got {len(layer_weights)} weights")
+            self.features = vgg19_feature_net(vgg_weights)
+        elif feature_net == "none":
+            if pixel_weight <= 0:
+                raise ValueError("feature_net='none' needs pixel_weight > 0")
+            self.features = None
+        else:
+            raise ValueError(
+                f"feature_net must be 'random', 'vgg19', 'none' or a module, got {feature_net!r}"
+            )
+        self.scales = tuple(scales)
+        self.layer_weights = tuple(layer_weights)
+        self.pixel_weight = pixel_weight
+        self.border = border
+
+    def train(self, mode: bool = True) -> PerceptualPyramid:
+        """The feature net always stays in eval mode (frozen statistics)."""
+        super().train(mode)
+        if self.features is not None:
+            self.features.eval()
+        return self
+
+    def _features(self, images: Tensor) -> Sequence[Tensor]:
+        features = self.features(images)
+        return [features] if isinstance(features, Tensor) else features
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` in [0, 1] -> scalar loss (gradient into ``prediction`` only)."""
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ"
+            )
+        total = prediction.new_zeros(())
+        pyramids = zip(
+            image_pyramid(prediction, self.scales, self.border),
+            image_pyramid(target.detach(), self.scales, self.border),
+            strict=True,
+        )
+        for pred, tgt in pyramids:
+            if self.pixel_weight:
+                total = total + self.pixel_weight * (pred - tgt).abs().mean()
+            if self.features is None:
+                continue
+            with torch.no_grad():
+                target_features = self._features(tgt)
+            layers = zip(self.layer_weights, self._features(pred), target_features, strict=True)
+            for weight, a, b in layers:
+                total = total + weight * (a - b).abs().mean()
+        return total
+
+
+def equivariance_losses(
+    seg_target: MCSSegmentation, seg_transformed: MCSSegmentation, transform: TPSTransform
+) -> tuple[Tensor, Tensor]:
+    """Unweighted MCS/FOMM equivariance terms (SPEC A2.5) -> ``(shift, affine)`` scalars.
+
+    ``seg_transformed`` is the segmentation of the target warped by ``transform``
+    (``transform.warp(target)``), so a point ``p'`` found there lies at ``T(p')`` in the target:
+
+    * shift: ``mean |p_T - T(p_T')|``;
+    * affine: ``mean |I - A_T^-1 (J_T(p_T') A_T')|`` with ``J_T`` the transform's Jacobian
+      (differentiable with respect to ``p_T'``).
+    """
+    shift_t, shift_tt = seg_target.shift, seg_transformed.shift
+    transform = transform.to(shift_t.device, shift_t.dtype)
+    shift = (shift_t - transform.transform_points(shift_tt)).abs().mean()
+    moved = transform.jacobian(shift_tt) @ seg_transformed.affine  # [B, K, 2, 2]
+    relative = torch.linalg.solve(seg_target.affine, moved)
+    eye = torch.eye(2, device=relative.device, dtype=relative.dtype)
+    return shift, (eye - relative).abs().mean()
