@@ -83,3 +83,35 @@ def test_short_real_training_lowers_the_loss(faces_task):
             o.step()
     after = part_loss()
     assert after < 0.8 * before, (before, after)
+
+
+@needs_faces
+@pytest.mark.slow
+def test_clipped_basis_rows_stay_alive(faces_task):
+    """With the official 1e4 weight, unclipped SGD steps drive rows of ReLU(w) to zero (dead
+    parts); clipping at 5, as the official trainer does, keeps every row alive."""
+    torch.manual_seed(0)
+    task = ScopsTask({**faces_task.args, "model_kwargs": {"num_parts": 8}}, seed=0)
+    batch = _batch(task, 4)
+    fg = torch.zeros_like(batch["foreground"])
+    fg[..., 16:48, 16:48] = 1.0  # saliency-like: the object in the middle, background 0
+    batch["foreground"] = fg
+
+    def dead_rows(clip: float | None) -> int:
+        torch.manual_seed(0)
+        module = task.build_model().train()
+        opts = [o for o, _ in task.build_optimizers(module, 5)]
+        for step in range(5):
+            loss, _ = task.training_step(module, batch, step)
+            for o in opts:
+                o.zero_grad()
+            loss.backward()
+            for o in opts:
+                params = [p for g in o.param_groups for p in g["params"]]
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                o.step()
+        return int((module.basis().sum(1) == 0).sum())
+
+    assert dead_rows(5.0) == 0
+    assert dead_rows(None) > 0

@@ -22,7 +22,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto = bf16 on GPU, no on CPU; or no / fp16 / bf16
     num_workers: int = 2
     seed: int = 0
-    clip_grad_norm: float | None = None
+    clip_grad_norm: float | None = None  # max gradient norm, per optimiser
     sync_batchnorm: bool = True  # convert BatchNorm to SyncBatchNorm for multi-GPU runs
     log_every: int = 10
     checkpoint_every: int = 200

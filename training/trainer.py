@@ -209,7 +209,9 @@ class Trainer:
                     loss, logs = self.task.training_step(self.model, batch, self.step)
                     self.acc.backward(loss)
                     if self.acc.sync_gradients and cfg.clip_grad_norm:
-                        self.acc.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+                        for opt in self.optimizers:  # each optimiser's parameters separately
+                            params = [p for g in opt.param_groups for p in g["params"]]
+                            self.acc.clip_grad_norm_(params, cfg.clip_grad_norm)
                     for opt in self.optimizers:
                         opt.step()
                         opt.zero_grad(set_to_none=True)
