@@ -115,3 +115,16 @@ def test_clipped_basis_rows_stay_alive(faces_task):
 
     assert dead_rows(5.0) == 0
     assert dead_rows(None) > 0
+
+
+def test_histogram_features_are_local_histograms():
+    from copart_hub.training.tasks.scops import histogram_features
+
+    img = torch.zeros(1, 3, 40, 40)
+    img[..., 20:] = 1.0  # black left half, white right half
+    f = histogram_features(img)
+    assert f.shape == (1, 52, 40, 40) and f.min() >= 0
+    # at sigma 2, far from the edge: the L histogram is one bin (black: bin 0, white: bin 5)
+    assert f[0, 0, 20, 2] > 0.9 and f[0, 5, 20, 37] > 0.9
+    assert f[0, 18:26, 20, 2].sum() < 1e-3  # no gradient energy in flat regions
+    assert f[0, 18:26, 20, 19:21].sum() > 0.1  # orientation energy at the edge

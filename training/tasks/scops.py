@@ -2,7 +2,10 @@
 saliency-masked, learned non-negative part basis, and orthonormality.
 
 Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``reference``:
-- ``"colour"``: Lab colour and gradient energy at two scales (fixed, needs nothing);
+- ``"colour"``: Lab colour and gradient energy at two scales (8 channels; fixed);
+- ``"histogram"``: local soft histograms of L, a, b (6 bins each) and of gradient orientation
+  (8 bins, magnitude-weighted) at two scales (52 channels; fixed). A non-negative basis whose
+  row-normalised rows are orthonormal needs many channels: with 8 the rows can only be one-hot;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
 - ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
 Foreground (``saliency``): ``"boundary"`` (boundary-connectivity saliency, computed once per
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
-from kornia.filters import gaussian_blur2d, sobel
+from kornia.filters import gaussian_blur2d, sobel, spatial_gradient
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -134,6 +137,41 @@ def colour_texture_features(image: Tensor) -> Tensor:
     return torch.cat(feats, 1)
 
 
+def _soft_bins(x: Tensor, bins: int, low: float, high: float) -> Tensor:
+    """``[B, 1, H, W]`` values -> ``[B, bins, H, W]`` triangular soft assignment (sums to 1)."""
+    centres = torch.linspace(low, high, bins, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    width = (high - low) / (bins - 1)
+    return (1 - (x - centres).abs() / width).clamp_min(0)
+
+
+def histogram_features(image: Tensor) -> Tensor:
+    """Fixed non-negative local histograms ``[B, 52, H, W]`` of RGB in [0, 1]: L, a, b (6 soft
+    bins each) and gradient orientation (8 bins, weighted by gradient magnitude), each pooled
+    with Gaussian windows of sigma 2 and 6 px."""
+    lab = rgb_to_lab(image)
+    colour = torch.cat(
+        [
+            _soft_bins(lab[:, :1], 6, 0.0, 100.0),
+            _soft_bins(lab[:, 1:2].clamp(-60, 60), 6, -60.0, 60.0),
+            _soft_bins(lab[:, 2:3].clamp(-60, 60), 6, -60.0, 60.0),
+        ],
+        1,
+    )
+    grad = spatial_gradient(lab[:, :1] / 100)[:, 0]  # [B, 2, H, W]
+    magnitude = grad.norm(dim=1, keepdim=True)
+    angle = torch.atan2(grad[:, 1:2], grad[:, :1]) % torch.pi  # unsigned orientation
+    bins = 8
+    centres = torch.arange(bins, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+    dist = (angle * bins / torch.pi - centres).abs()
+    dist = torch.minimum(dist, bins - dist)  # circular
+    orientation = (1 - dist).clamp_min(0) * (magnitude * 10).clamp(max=1)
+    feats = []
+    for sigma in (2.0, 6.0):
+        k = 2 * round(3 * sigma) + 1
+        feats.append(gaussian_blur2d(torch.cat([colour, orientation], 1), (k, k), (sigma, sigma)))
+    return torch.cat(feats, 1)
+
+
 class ScopsModule(nn.Module):
     """What is trained: the SCOPS model, its part basis and (for ``ema``) a teacher backbone."""
 
@@ -144,6 +182,8 @@ class ScopsModule(nn.Module):
         self.teacher: nn.Module | None = None
         if reference == "colour":
             channels = 8
+        elif reference == "histogram":
+            channels = 52
         elif reference == "ema":
             self.teacher = copy.deepcopy(model.encoder).requires_grad_(False)
             channels = model.encoder.channels[0]
@@ -152,7 +192,9 @@ class ScopsModule(nn.Module):
             self.teacher = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
             channels = self.teacher.channels[0]
         else:
-            raise ValueError(f"unknown reference {reference!r}: colour, ema or timm:NAME:FILE")
+            raise ValueError(
+                f"unknown reference {reference!r}: colour, histogram, ema or timm:NAME:FILE"
+            )
         self.basis = PartBasis(model.num_parts, channels)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,6 +205,8 @@ class ScopsModule(nn.Module):
     @torch.no_grad()
     def reference_features(self, image01: Tensor, normalised: Tensor) -> Tensor:
         size = image01.shape[-2:]
+        if self.reference == "histogram":
+            return histogram_features(image01)
         if self.teacher is None:
             return colour_texture_features(image01)
         self.teacher.eval()
