@@ -27,6 +27,22 @@ def faces_task():
     return task
 
 
+def _train(task: ScopsTask, module, batch, steps: int, clip: float | None = None) -> None:
+    """Plain optimisation loop over one fixed batch (per-optimiser clipping, as the trainer)."""
+    opts = [o for o, _ in task.build_optimizers(module, steps)]
+    for step in range(steps):
+        loss, _ = task.training_step(module, batch, step)
+        for o in opts:
+            o.zero_grad()
+        loss.backward()
+        for o in opts:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in o.param_groups for p in g["params"]], clip
+                )
+            o.step()
+
+
 def _batch(task: ScopsTask, n: int = 4):
     data = task.train_dataset()
     assert isinstance(data, ScopsImages)
@@ -62,7 +78,6 @@ def test_short_real_training_lowers_the_loss(faces_task):
     torch.manual_seed(0)
     module = faces_task.build_model().train()
     batch = _batch(faces_task, 6)
-    opts = [o for o, _ in faces_task.build_optimizers(module, 25)]
 
     def part_loss() -> float:
         state = torch.random.get_rng_state()
@@ -74,13 +89,7 @@ def test_short_real_training_lowers_the_loss(faces_task):
         return sum(getattr(faces_task.weights, k) * v for k, v in logs.items())
 
     before = part_loss()
-    for step in range(25):
-        loss, _ = faces_task.training_step(module, batch, step)
-        for o in opts:
-            o.zero_grad()
-        loss.backward()
-        for o in opts:
-            o.step()
+    _train(faces_task, module, batch, 25)
     after = part_loss()
     assert after < 0.8 * before, (before, after)
 
@@ -100,17 +109,7 @@ def test_clipped_basis_rows_stay_alive(faces_task):
     def dead_rows(clip: float | None) -> int:
         torch.manual_seed(0)
         module = task.build_model().train()
-        opts = [o for o, _ in task.build_optimizers(module, 5)]
-        for step in range(5):
-            loss, _ = task.training_step(module, batch, step)
-            for o in opts:
-                o.zero_grad()
-            loss.backward()
-            for o in opts:
-                params = [p for g in o.param_groups for p in g["params"]]
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(params, clip)
-                o.step()
+        _train(task, module, batch, 5, clip)
         return int((module.basis().sum(1) == 0).sum())
 
     assert dead_rows(5.0) == 0

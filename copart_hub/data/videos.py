@@ -1,0 +1,111 @@
+"""Video frames with PyAV, and the Tai-Chi clips with their MediaPipe pseudo ground truth.
+
+Tai-Chi split (fixed): ``clip_00`` .. ``clip_11`` are ``train``, ``clip_12`` and ``clip_13``
+are ``val``. The pseudo ground truth (MediaPipe Pose output, not human labels) is used only for
+evaluation, never for training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .collections import _check_split, _root
+
+TAICHI_VAL_CLIPS = (12, 13)
+NUM_POSE_KEYPOINTS = 33  # MediaPipe Pose
+
+
+def _target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size`` as ``(H, W)`` (an int is square)."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def read_video(
+    path: str | Path, size: int | tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
+    """Decode every frame of a video (or animated image) -> ``(frames, fps)``.
+
+    ``frames`` is ``uint8 [T, H, W, 3]`` RGB, resized (bilinear, antialiased) to ``size``
+    (``(H, W)`` or an int for a square) when given. ``fps`` is the stream's average rate, else
+    its guessed rate, else 0.0 (unknown). Raises ``FileNotFoundError`` for a missing file and
+    ``ValueError`` for a file PyAV cannot decode or one without frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {str(path)!r} does not exist")
+    target = _target_size(size)
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{str(path)!r} has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            for frame in container.decode(stream):
+                image = frame.to_image()
+                if target is not None and image.size != (target[1], target[0]):
+                    image = image.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+                frames.append(np.asarray(image.convert("RGB")))
+    except av.error.EOFError:
+        pass  # some containers without packets end this way: the frame check below reports it
+    except av.FFmpegError as err:
+        raise ValueError(f"cannot decode video {str(path)!r}: {err}") from err
+    if not frames:
+        raise ValueError(f"video {str(path)!r} has no frames")
+    return np.stack(frames), fps
+
+
+@dataclass(frozen=True)
+class TaichiClip:
+    """One Tai-Chi clip: its video and its pseudo-GT file (read on demand, it can be large)."""
+
+    video: Path
+    pseudo_gt: Path
+
+    @property
+    def name(self) -> str:
+        return self.video.stem
+
+    def frames(self, size: int | tuple[int, int] | None = None) -> np.ndarray:
+        """``uint8 [T, H, W, 3]`` frames (see :func:`read_video`)."""
+        return read_video(self.video, size)[0]
+
+    def keypoints(self) -> np.ndarray:
+        """``float32 [T, 33, 3]`` MediaPipe keypoints ``(x px, y px, visibility)``; NaN where
+        the pose was not detected."""
+        with np.load(self.pseudo_gt) as d:
+            return d["keypoints"].astype(np.float32)
+
+    def masks(self, frames: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Person masks ``bool [T, H, W]`` of all frames, or of the ``frames`` indices only."""
+        with np.load(self.pseudo_gt) as d:
+            packed, width = d["masks"], int(d["shape"][2])
+        if frames is not None:
+            packed = packed[np.asarray(frames, dtype=int)]
+        return np.unpackbits(packed, axis=-1)[..., :width].astype(bool)
+
+
+def taichi_clips(split: str = "train", root: str | Path | None = None) -> list[TaichiClip]:
+    """The ``taichi/videos/clip_XX.mp4`` clips of ``split`` (``train``, ``val`` or ``all``;
+    ``val`` = clips 12 and 13), sorted by name, each with ``taichi/pseudo_gt/clip_XX.npz``."""
+    _check_split(split)
+    base = _root("taichi", root)
+    clips = []
+    for video in sorted((base / "videos").glob("clip_*.mp4")):
+        held_out = int(video.stem.split("_")[1]) in TAICHI_VAL_CLIPS
+        if split == "all" or held_out == (split == "val"):
+            clips.append(TaichiClip(video, base / "pseudo_gt" / f"{video.stem}.npz"))
+    if not clips:
+        raise FileNotFoundError(f"no {split} clips in {base / 'videos'}")
+    return clips

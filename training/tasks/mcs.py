@@ -1,0 +1,338 @@
+"""MCS training task (SPEC A2.5-A2.6): Tai-Chi frame pairs, perceptual reconstruction of the
+target from the source, and shift/affine equivariance of the target's part motions.
+
+Data: each clip is decoded once, resized to ``size`` and kept in memory (``uint8``); one epoch
+is ``repeats`` passes over the training clips (the official ``num_repeats``). A sample is two
+random frames of one clip sorted in time, with the official augmentations (horizontal flip of
+both frames, time flip, ColorJitter 0.1 with the same parameters for both frames), all drawn
+from :func:`..sampling.sample_rng`. Validation (SPEC B4, adapted to the MediaPipe pseudo ground
+truth): foreground IoU on the held-out clips 12 and 13, and the sum of the 66 per-coordinate MAEs
+of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from copart_hub import create_model
+from copart_hub.data.videos import TaichiClip, taichi_clips
+from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
+from copart_hub.metrics.parts import fit_linear_regressor, foreground_iou
+from copart_hub.models.mcs import MCSModel, MCSSegmentation
+from copart_hub.ops.coordinates import part_centres
+from copart_hub.ops.warps import random_mcs_tps
+
+from ..sampling import sample_rng
+from .base import OptimizerPair, Task, register_task
+
+CENTRE_EPS = 1e-6  # added to each part map before normalising (MCS evaluate.py)
+
+
+def _jitter(frames: Tensor, rng: np.random.Generator, strength: float) -> Tensor:
+    """ColorJitter (brightness, contrast, saturation, hue = ``strength``) of ``[N, 3, H, W]``
+    in [0, 1], in a random order, with one parameter draw shared by all frames."""
+    factors = rng.uniform(max(0.0, 1 - strength), 1 + strength, size=3)
+    hue = rng.uniform(-strength, strength)
+    ops = [
+        lambda x: TF.adjust_brightness(x, factors[0]),
+        lambda x: TF.adjust_contrast(x, factors[1]),
+        lambda x: TF.adjust_saturation(x, factors[2]),
+        lambda x: TF.adjust_hue(x, hue),
+    ]
+    for i in rng.permutation(len(ops)):
+        frames = ops[i](frames)
+    return frames.clamp(0, 1)
+
+
+class McsFramePairs(Dataset):
+    """``(index, epoch)`` -> two frames of clip ``index % len(clips)``, augmented.
+
+    Items: ``source``, ``target`` (``float [3, H, W]`` in [0, 1]), ``clip``, ``times`` (the
+    source and target frame indices) and ``time_flip`` (whether S and T were swapped, so
+    ``times`` is sorted unless it is set).
+    """
+
+    def __init__(
+        self,
+        clips: list[np.ndarray],
+        repeats: int = 50,
+        seed: int = 0,
+        jitter: float = 0.1,
+        flip_p: float = 0.5,
+    ) -> None:
+        if not clips or repeats < 1:
+            raise ValueError("need at least one clip and repeats >= 1")
+        self.clips, self.repeats, self.seed = clips, repeats, seed
+        self.jitter, self.flip_p = jitter, flip_p
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.repeats
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key
+        rng = sample_rng(self.seed, epoch, index)
+        clip = index % len(self.clips)
+        frames = self.clips[clip]
+        times = np.sort(rng.choice(len(frames), size=2, replace=True))  # official: with replace
+        pair = torch.from_numpy(frames[times]).permute(0, 3, 1, 2).float() / 255
+        if rng.random() < self.flip_p:
+            pair = pair.flip(-1)
+        time_flip = bool(rng.random() < self.flip_p)
+        if time_flip:
+            pair, times = pair.flip(0), times[::-1].copy()
+        if self.jitter > 0:
+            pair = _jitter(pair, rng, self.jitter)
+        return {
+            "source": pair[0],
+            "target": pair[1],
+            "clip": clip,
+            "times": torch.from_numpy(times),
+            "time_flip": time_flip,
+        }
+
+
+def _split_segmentation(seg: MCSSegmentation, chunks: int) -> list[MCSSegmentation]:
+    """Split a batched segmentation into ``chunks`` equal batches."""
+    parts = (seg.masks.chunk(chunks), seg.shift.chunk(chunks), seg.affine.chunk(chunks))
+    return [MCSSegmentation(m, s, a) for m, s, a in zip(*parts, strict=True)]
+
+
+class McsModule(nn.Module):
+    """What is trained: the MCS model, plus the frozen perceptual feature net of the loss."""
+
+    def __init__(self, model: MCSModel, perceptual: PerceptualPyramid) -> None:
+        super().__init__()
+        self.model, self.perceptual = model, perceptual
+
+    def forward(self, source: Tensor, target: Tensor, transformed: Tensor) -> dict[str, Any]:
+        """One pass (DDP-safe): segment S, T and the warped T together, reconstruct T from S."""
+        seg_s, seg_t, seg_tt = _split_segmentation(
+            self.model.segmenter.segment(torch.cat([source, target, transformed])), 3
+        )
+        out: dict[str, Any] = dict(self.model.generator(source, seg_s, seg_t))
+        out.update(seg_source=seg_s, seg_target=seg_t, seg_transformed=seg_tt)
+        return out
+
+
+@register_task("mcs")
+class McsTask(Task):
+    """Args (``task_args``): see ``defaults``. ``train_clips`` restricts the training clips to
+    these clip numbers (tests); ``val_every_nth_frame`` subsamples the validation frames."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        "model": "mcs_k10",
+        "num_parts": 10,
+        "model_kwargs": {},
+        "data_root": None,
+        "size": 128,
+        "repeats": 50,
+        "train_clips": None,
+        "jitter": 0.1,
+        "feature_net": "random",  # or "vgg19" with vgg_weights (a local file), or "none"
+        "vgg_weights": None,
+        "weights": {},
+        "lr": 2e-4,
+        "betas": [0.5, 0.999],
+        "val_every_nth_frame": 10,
+    }
+
+    def __init__(self, args: dict[str, Any], seed: int) -> None:
+        unknown = set(args) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"unknown mcs task_args: {sorted(unknown)}")
+        super().__init__({**self.defaults, **args}, seed)
+        weights = dict(self.args["weights"])
+        if "perceptual" in weights:
+            weights["perceptual"] = tuple(weights["perceptual"])
+        self.weights = McsLossWeights(**weights)
+        self._frames: dict[str, list[np.ndarray]] = {}
+
+    # ----------------------------------------------------------------- data
+    def clips(self, split: str) -> list[TaichiClip]:
+        """Tai-Chi clips of ``split`` (``train`` filtered by ``train_clips``)."""
+        clips = taichi_clips(split, self.args["data_root"])
+        keep = self.args["train_clips"]
+        if split == "train" and keep is not None:
+            clips = [c for c in clips if int(c.name.split("_")[1]) in set(keep)]
+        return clips
+
+    def frames(self, split: str) -> list[np.ndarray]:
+        """Decoded ``uint8 [T, size, size, 3]`` frames per clip, decoded once and cached."""
+        if split not in self._frames:
+            self._frames[split] = [c.frames(self.args["size"]) for c in self.clips(split)]
+        return self._frames[split]
+
+    def build_model(self) -> nn.Module:
+        a = self.args
+        model = create_model(
+            a["model"],
+            num_parts=a["num_parts"],
+            input_size=(a["size"], a["size"]),
+            **a["model_kwargs"],
+        )
+        perceptual = PerceptualPyramid(
+            a["feature_net"],
+            vgg_weights=a["vgg_weights"],
+            layer_weights=self.weights.perceptual,
+            pixel_weight=self.weights.pixel,
+        )
+        return McsModule(model, perceptual)
+
+    def release_model(self, module: nn.Module) -> MCSModel:
+        return module.model
+
+    def train_dataset(self) -> Dataset:
+        a = self.args
+        return McsFramePairs(self.frames("train"), a["repeats"], self.seed, a["jitter"])
+
+    def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
+        """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules."""
+        a = self.args
+        opt = torch.optim.Adam(module.model.parameters(), lr=a["lr"], betas=tuple(a["betas"]))
+        return [(opt, None)]
+
+    # ----------------------------------------------------------------- losses
+    def training_step(
+        self, module: nn.Module, batch: dict[str, Tensor], step: int
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Perceptual pyramid of the reconstructed target plus shift/affine equivariance under a
+        random MCS transform of the target (border padding) drawn from ``(seed, step)``."""
+        inner = module.module if hasattr(module, "module") else module  # DDP wrapper
+        source, target = batch["source"], batch["target"]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        transform = random_mcs_tps(
+            target.shape[0], generator=generator, device=target.device, dtype=target.dtype
+        )
+        out = module(source, target, transform.warp(target, padding_mode="border"))
+        reconstruction = inner.perceptual(out["prediction"], target)
+        shift, affine = equivariance_losses(out["seg_target"], out["seg_transformed"], transform)
+        loss = self.weights.total(reconstruction, shift, affine)
+        logs = {
+            "reconstruction": reconstruction.item(),
+            "equivariance_shift": shift.item(),
+            "equivariance_affine": affine.item(),
+        }
+        return loss, logs
+
+    # ----------------------------------------------------------------- validation
+    @torch.no_grad()
+    def _segment_clip(
+        self, model: MCSModel, frames: np.ndarray, out_size: tuple[int, int], batch: int = 16
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``uint8 [N, h, w, 3]`` -> labels ``[N, H, W]`` and part centres ``[N, 2K]``
+        in pixels of ``out_size`` (softmax upsampled to it, inclusive grid)."""
+        device = next(model.parameters()).device
+        labels, centres = [], []
+        height, width = out_size
+        scale = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device)
+        for i in range(0, len(frames), batch):
+            x = torch.from_numpy(frames[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
+            probs = model.segmenter(x / 255).softmax(1)
+            probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=True)
+            labels.append(probs.argmax(1).cpu().numpy())
+            c = part_centres(probs[:, 1:], CENTRE_EPS, "inclusive")
+            centres.append(((c + 1) * scale).flatten(1).cpu().numpy())
+        return np.concatenate(labels), np.concatenate(centres)
+
+    def _features(
+        self, model: MCSModel, split: str, with_iou: bool
+    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """Part centres ``[N, 2K]``, keypoints ``[N, 33, 2]`` and (``with_iou``) per-frame
+        foreground IoUs of every ``val_every_nth_frame``-th frame of the split's clips."""
+        step = self.args["val_every_nth_frame"]
+        feats, points, ious = [], [], []
+        for clip, frames in zip(self.clips(split), self.frames(split), strict=True):
+            idx = np.arange(0, len(frames), step)
+            masks = clip.masks(idx)
+            labels, centres = self._segment_clip(model, frames[idx], masks.shape[1:])
+            feats.append(centres)
+            points.append(clip.keypoints()[idx, :, :2])
+            if with_iou:
+                ious += [foreground_iou(lab, m) for lab, m in zip(labels, masks, strict=True)]
+        return np.concatenate(feats), np.concatenate(points), ious
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """``fg_iou`` (argmax != 0 vs the person masks, per frame, averaged over the val clips),
+        ``mae_sum`` (sum over (keypoint, coordinate) of the val MAE of an affine least-squares
+        fit on training frames where that keypoint is detected; ``mae_coords`` of the 66 could be
+        scored) and ``score`` = ``fg_iou``."""
+        train_x, train_y, _ = self._features(model, "train", with_iou=False)
+        test_x, test_y, ious = self._features(model, "val", with_iou=True)
+        maes = []
+        for j in range(train_y.shape[1]):
+            for c in range(2):
+                fit, test = ~np.isnan(train_y[:, j, c]), ~np.isnan(test_y[:, j, c])
+                if not fit.any() or not test.any():
+                    continue
+                coef = fit_linear_regressor(train_x[fit], train_y[fit, j, c : c + 1])
+                pred = np.concatenate([test_x[test], np.ones((test.sum(), 1))], 1) @ coef
+                maes.append(float(np.abs(pred[:, 0] - test_y[test, j, c]).mean()))
+        fg_iou = float(np.mean(ious))
+        return {
+            "fg_iou": fg_iou,
+            "mae_sum": float(np.sum(maes)),
+            "mae_coords": float(len(maes)),
+            "score": fg_iou,
+        }
+
+    @torch.no_grad()
+    def write_samples(self, model: nn.Module, path: Path) -> None:
+        """Rows of source | target | prediction | part overlay on the target, for 4 val pairs
+        (frames 1 s apart)."""
+        from copart_hub.visualize import contact_sheet, overlay_parts
+
+        device = next(model.parameters()).device
+        tiles = []
+        for frames in self.frames("val"):
+            for t in np.linspace(0, max(0, len(frames) - 31), 2).astype(int):
+                pair = frames[[t, min(t + 30, len(frames) - 1)]]
+                x = torch.from_numpy(pair).to(device).permute(0, 3, 1, 2).float() / 255
+                out = model(x[:1], x[1:])
+                pred = (out["prediction"][0].permute(1, 2, 0).cpu().numpy() * 255).round()
+                masks = F.interpolate(
+                    out["seg_target"].masks, size=pair.shape[1:3], mode="bilinear"
+                )
+                labels = masks.argmax(1)[0].cpu().numpy()
+                target = Image.fromarray(pair[1])
+                tiles += [
+                    Image.fromarray(pair[0]),
+                    target,
+                    Image.fromarray(pred.astype(np.uint8)),
+                    overlay_parts(target, labels, num_parts=model.num_parts),
+                ]
+        contact_sheet(tiles, cols=4, cell_size=self.args["size"]).save(path)
+
+    def card_info(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "summary": (
+                "Motion-supervised co-part segmentation (segmenter + generator) trained from "
+                "scratch on Tai-Chi clips; `segmenter_only()` gives the part segmenter."
+            ),
+            "method": (
+                "MCS: Motion-supervised Co-Part Segmentation (Siarohin, Roy et al., ICPR 2020)"
+            ),
+            "paper": "https://arxiv.org/abs/2004.03234",
+            "data": "Tai-Chi-HD clips 00-11 (14 public demo clips, 12-13 held out for validation)",
+            "data_licence": "Tai-Chi-HD footage (YouTube): research use only",
+            "licence_name": "research-only (trained on non-commercial data)",
+            "datasets": ["Tai-Chi-HD"],
+            "num_parts": a["num_parts"],
+            "reference_features": f"perceptual loss: {a['feature_net']} features",
+            "limitations": (
+                "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on 12 short "
+                "clips; scores use MediaPipe pseudo ground truth (33 keypoints, person masks), "
+                "so they are not comparable with the paper's Tai-Chi-HD numbers."
+            ),
+            "tags": ["mcs", "motion-cosegmentation", "part-segmentation"],
+        }
