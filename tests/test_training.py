@@ -145,3 +145,18 @@ def test_short_real_training_lowers_the_loss():
         opt.step()
         recon.append(logs["recon"])
     assert sum(recon[-5:]) / 5 < 0.9 * sum(recon[:5]) / 5, recon
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bsds_root")
+def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path):
+    """batch 4 as 2 micro-batches of 2 takes the same steps as 1 batch of 4."""
+    args = [*TINY, "max_steps=3"]
+    r1 = _run([*args, f"output_dir={tmp_path / 'full'}"])
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = _run([*args, "grad_accum=2", f"output_dir={tmp_path / 'accum'}"])
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "accum")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5)

@@ -200,6 +200,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         t0 = time.perf_counter()
+        step_losses: list[torch.Tensor] = []  # micro-batch losses of the current step
         while self.step < cfg.max_steps:
             epoch, offset = divmod(micro, len(self.loader))
             self.sampler.set_epoch(epoch)
@@ -207,6 +208,7 @@ class Trainer:
             for batch in batches:
                 with self.acc.accumulate(self.model):
                     loss, logs = self.task.training_step(self.model, batch, self.step)
+                    step_losses.append(loss.detach().float())
                     self.acc.backward(loss)
                     if self.acc.sync_gradients and cfg.clip_grad_norm:
                         for opt in self.optimizers:  # each optimiser's parameters separately
@@ -221,7 +223,10 @@ class Trainer:
                 for sched in self.schedulers:
                     sched.step()
                 self.step += 1
-                mean_loss = self.acc.reduce(loss.detach().float(), reduction="mean").item()
+                # mean over the step's micro-batches and processes: the loss of the global batch
+                step_loss = torch.stack(step_losses).mean()
+                step_losses.clear()
+                mean_loss = self.acc.reduce(step_loss, reduction="mean").item()
                 self.history.append({"step": self.step, "loss": mean_loss})
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
