@@ -1,0 +1,290 @@
+"""Part swap on full-resolution images and videos with an MCS model (SPEC C, plus paste-back).
+
+The official script resizes whole frames to 256x256 and returns only the re-synthesised frame.
+Here each target frame is cropped around its foreground (segmentation argmax != 0, bounding box
+plus a margin, made square), swapped at the model's ``input_size`` with
+:meth:`MCSModel.part_swap` semantics, and pasted back into the full-resolution target with a
+feathered version of the swap mask: outside the mask (and outside the crop) the target pixels are
+unchanged, bit for bit.
+
+>>> swapper = PartSwapper("path/to/mcs_checkpoint")            # doctest: +SKIP
+>>> swapper.swap_image("source.jpg", "target.jpg", [1, 3])     # doctest: +SKIP
+>>> swapper.swap_video("source.jpg", "target.mp4", [2], "out.mp4")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data.videos import read_video
+from .models.mcs import MCSModel, MCSSegmentation
+from .pipelines import _prepare
+from .processing import ImageInput, image_to_tensor, load_image
+from .visualize import render_legend
+
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PartSwapper", "part_legend"]
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_FPS = 25.0
+#: bounding-box margin on each side, as a fraction of the box's longer side
+CROP_MARGIN = 0.25
+#: feather width (Gaussian sigma and border taper) as a fraction of the crop side
+FEATHER = 1 / 32
+
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+def _check_parts(parts: Sequence[int], num_parts: int) -> list[int]:
+    """``parts`` as a list of distinct channel indices in ``0..num_parts`` (0 = background).
+
+    An empty list is rejected: a swap of nothing is almost always a user mistake (e.g. an empty
+    ``--parts``), and :func:`swap_mask` needs at least one channel.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError(f"parts must name at least one part index in 0..{num_parts}")
+    for p in parts:
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
+            raise ValueError(f"part indices must be integers, got {p!r}")
+        if not 0 <= p <= num_parts:
+            raise ValueError(
+                f"part index {p} out of range: this model has indices 0..{num_parts} "
+                "(0 = background)"
+            )
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"duplicate part indices in {parts}")
+    return [int(p) for p in parts]
+
+
+def _square_box(fg: np.ndarray | None, height: int, width: int, margin: float) -> Box:
+    """Square crop around the ``True`` pixels of ``fg [H, W]`` (expanded by ``margin``), kept
+    inside the image; without foreground the centre square. A side that does not fit the image
+    is cut to the image's size (the crop is then not square)."""
+    if fg is None or not fg.any():
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+    rows, cols = np.nonzero(fg)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    side = max(bottom - top, right - left) * (1 + 2 * margin)
+    box_h, box_w = min(height, math.ceil(side)), min(width, math.ceil(side))
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    y0 = int(np.clip(round(cy - box_h / 2), 0, height - box_h))
+    x0 = int(np.clip(round(cx - box_w / 2), 0, width - box_w))
+    return y0, x0, box_h, box_w
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``[B, 1, H, W]`` (replicate padding)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    return F.conv2d(x, kernel.view(1, 1, -1, 1))
+
+
+def _border_taper(height: int, width: int, ramp: float) -> np.ndarray:
+    """``[H, W]`` weights: 0 on the outermost pixels, rising linearly to 1 over ``ramp`` px."""
+    ys = np.minimum(np.arange(height), np.arange(height)[::-1])
+    xs = np.minimum(np.arange(width), np.arange(width)[::-1])
+    dist = np.minimum(ys[:, None], xs[None, :]).astype(np.float32)
+    return np.clip(dist / max(ramp, 1.0), 0.0, 1.0)
+
+
+class PartSwapper:
+    """Swap parts of a source image into target images or videos at full resolution.
+
+    Args:
+        model_or_name: an :class:`MCSModel`, or a checkpoint folder / Hub repo id of one.
+        device: torch device (default: CUDA when available).
+
+    Raises ``TypeError`` when the model is not an :class:`MCSModel`.
+    """
+
+    def __init__(self, model_or_name: MCSModel | str | Path, device: Any = None) -> None:
+        self.model: MCSModel = _prepare(model_or_name, MCSModel, device)
+        self.device = next(self.model.parameters()).device
+        self.margin = CROP_MARGIN
+        self.feather = FEATHER
+
+    @property
+    def num_parts(self) -> int:
+        return self.model.num_parts
+
+    # -- building blocks ---------------------------------------------------------------------
+
+    def _to_model(self, image: Image.Image) -> Tensor:
+        """PIL image -> ``[1, 3, h, w]`` at the model's input size on the model's device."""
+        return image_to_tensor(image, self.model.input_size)[None].to(self.device)
+
+    @torch.no_grad()
+    def locate(self, image: Image.Image) -> Box:
+        """Square crop ``(top, left, height, width)`` around the object's foreground."""
+        masks = self.model.segmenter.segment(self._to_model(image)).masks
+        masks = F.interpolate(masks, size=(image.height, image.width), mode="bilinear")
+        fg = masks[0].argmax(0).cpu().numpy() != 0
+        return _square_box(fg, image.height, image.width, self.margin)
+
+    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation]:
+        image = load_image(source)
+        top, left, h, w = self.locate(image)
+        crop = self._to_model(image.crop((left, top, left + w, top + h)))
+        with torch.no_grad():
+            return crop, self.model.segmenter.segment(crop)
+
+    @torch.no_grad()
+    def _swap_frame(
+        self,
+        source: tuple[Tensor, MCSSegmentation],
+        target: Image.Image,
+        parts: list[int],
+        hard: bool,
+        use_source_segmentation: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One target frame -> (``uint8 [H, W, 3]`` result, ``float32 [H, W]`` paste alpha).
+
+        :meth:`MCSModel.part_swap` on the located crop, reusing the source segmentation.
+        """
+        src, seg_source = source
+        top, left, h, w = self.locate(target)
+        tgt = self._to_model(target.crop((left, top, left + w, top + h)))
+        seg_target = self.model.segmenter.segment(tgt)
+        mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
+        swapped = self.model.generator.swap(src, tgt, seg_source, seg_target, mask)
+        swapped = F.interpolate(swapped, size=(h, w), mode="bilinear", antialias=True)
+        sigma = max(0.5, self.feather * max(h, w))
+        alpha = F.interpolate(mask.clamp(0, 1), size=(h, w), mode="bilinear")
+        alpha = _gaussian_blur(alpha, sigma)[0, 0].clamp(0, 1).cpu().numpy()
+        alpha = alpha * _border_taper(h, w, 2 * sigma)
+        alpha[alpha < 1 / 512] = 0.0  # below half a grey level: keep the target exactly
+        full = np.asarray(target, dtype=np.float32)
+        out_crop = swapped[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
+        region = full[top : top + h, left : left + w]
+        a = alpha[..., None]
+        blended = np.where(a > 0, region * (1 - a) + out_crop * a, region)
+        result = full.copy()
+        result[top : top + h, left : left + w] = blended
+        full_alpha = np.zeros(full.shape[:2], dtype=np.float32)
+        full_alpha[top : top + h, left : left + w] = alpha
+        return np.clip(np.rint(result), 0, 255).astype(np.uint8), full_alpha
+
+    # -- public API --------------------------------------------------------------------------
+
+    def swap_image(
+        self,
+        source: ImageInput,
+        target: ImageInput,
+        parts: Sequence[int],
+        hard: bool = False,
+        use_source_segmentation: bool = False,
+    ) -> Image.Image:
+        """Swap ``parts`` (indices 0..K, 0 = background) of ``source`` into ``target``.
+
+        Inputs may have any size; the result has the target's full size and equals it outside
+        the feathered swap mask. Raises ``ValueError`` for bad ``parts``.
+        """
+        parts = _check_parts(parts, self.num_parts)
+        target_image = load_image(target)
+        src = self._prepare_source(source)
+        result, _ = self._swap_frame(src, target_image, parts, hard, use_source_segmentation)
+        return Image.fromarray(result)
+
+    def swap_video(
+        self,
+        source: ImageInput,
+        target_video_path: str | Path,
+        parts: Sequence[int],
+        out_path: str | Path,
+        hard: bool = False,
+        use_source_segmentation: bool = False,
+        progress: bool = True,
+    ) -> Path:
+        """Swap ``parts`` of ``source`` into every frame of an mp4/gif and write ``out_path``.
+
+        The output format follows the suffix: ``.mp4`` (H.264 when available, else MPEG-4;
+        input fps; no audio; odd sizes are padded by one edge pixel to even), ``.gif``, or
+        ``.png``/``.jpg`` for a one-frame target. Raises ``ValueError`` for an unsupported
+        suffix, an undecodable video, or an ``out_path`` that is an input file.
+        """
+        parts = _check_parts(parts, self.num_parts)
+        target_video_path, out_path = Path(target_video_path), Path(out_path)
+        suffix = out_path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+            allowed = ", ".join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+            raise ValueError(f"unsupported output suffix {out_path.suffix!r} (use {allowed})")
+        inputs = [target_video_path] + ([Path(source)] if isinstance(source, (str, Path)) else [])
+        for path in inputs:
+            if _same_path(out_path, path):
+                raise ValueError(f"refusing to overwrite input file {path}")
+        frames, fps = read_video(target_video_path)
+        if suffix in IMAGE_SUFFIXES and len(frames) != 1:
+            raise ValueError(
+                f"{out_path.suffix} output needs a one-frame target, but {target_video_path} "
+                f"has {len(frames)} frames (use .mp4 or .gif)"
+            )
+        src = self._prepare_source(source)
+        results = [
+            self._swap_frame(src, Image.fromarray(f), parts, hard, use_source_segmentation)[0]
+            for f in tqdm(frames, desc="part swap", unit="frame", disable=not progress)
+        ]
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".mp4":
+            _write_mp4(results, fps if fps > 0 else DEFAULT_FPS, out_path)
+        elif suffix == ".gif":
+            _write_gif(results, fps if fps > 0 else DEFAULT_FPS, out_path)
+        else:
+            Image.fromarray(results[0]).save(out_path)
+        return out_path
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _write_mp4(frames: list[np.ndarray], fps: float, path: Path) -> None:
+    """``uint8 [H, W, 3]`` frames -> mp4 (H.264 if PyAV has it, else MPEG-4), yuv420p."""
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    h, w = frames[0].shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = w + w % 2, h + h % 2
+        stream.pix_fmt = "yuv420p"
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.pad(array, pad, mode="edge"), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def _write_gif(frames: list[np.ndarray], fps: float, path: Path) -> None:
+    """Frames -> looping GIF (PIL merges consecutive identical frames)."""
+    images = [Image.fromarray(f) for f in frames]
+    duration = max(10, round(1000 / fps))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
+
+
+def part_legend(model: MCSModel | PartSwapper, names: Sequence[str] | None = None) -> Image.Image:
+    """Legend of the part indices (0 = background, 1..K) and colours, to choose ``parts``."""
+    if isinstance(model, PartSwapper):
+        model = model.model
+    return render_legend(model.num_parts, names)
