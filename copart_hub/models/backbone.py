@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 from torch import Tensor, nn
 
 
@@ -32,6 +31,8 @@ class TimmBackbone(nn.Module):
         **kwargs,
     ) -> None:
         super().__init__()
+        import timm  # lazily: importing timm costs seconds, and only backbone models need it
+
         if name not in timm.list_models():
             raise ValueError(f"unknown timm model {name!r}")
         if weights_file is not None and not Path(weights_file).is_file():

@@ -260,16 +260,17 @@ class ScopsTask(Task):
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
 
     # ----------------------------------------------------------------- data
-    def _paths(self, split: str) -> list[Path]:
+    def _train_paths(self) -> list[Path]:
+        """The training images: every image of ``data_dir``, or the collection's train split.
+        A user folder has no annotations, so it has no held-out scores (``validate`` -> {})."""
         a = self.args
         if a["data_dir"]:
-            files = sorted(
+            return sorted(
                 p
                 for p in Path(a["data_dir"]).iterdir()
                 if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
             )
-            return files if split == "train" else files[-max(1, len(files) // 10) :]
-        return COLLECTIONS[a["collection"]](split, a["data_root"]).images
+        return COLLECTIONS[a["collection"]]("train", a["data_root"]).images
 
     def build_model(self) -> nn.Module:
         a = self.args
@@ -283,7 +284,7 @@ class ScopsTask(Task):
 
     def train_dataset(self) -> Dataset:
         a = self.args
-        rows = collection_dataset(self._paths("train"), a["saliency"], a["mask_dir"])
+        rows = collection_dataset(self._train_paths(), a["saliency"], a["mask_dir"])
         return ScopsImages(rows, a["size"], tuple(a["scale_range"]), self.seed)
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
@@ -358,8 +359,8 @@ class ScopsTask(Task):
         from copart_hub.pipelines import PartSegmenter
         from copart_hub.visualize import contact_sheet
 
-        val = self._val_collection()
-        paths = val.images if val is not None else self._paths("val")
+        val = self._val_collection()  # held-out images; a user folder shows training images
+        paths = val.images if val is not None else self._train_paths()
         pick = np.linspace(0, len(paths) - 1, min(16, len(paths))).astype(int)
         images = [
             val.load_image(i) if val is not None else Image.open(paths[i]).convert("RGB")
