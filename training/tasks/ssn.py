@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from copart_hub import create_model
 from copart_hub.losses.ssn import IGNORE_INDEX, ssn_loss
 from copart_hub.metrics.superpixels import achievable_segmentation_accuracy, boundary_recall
-from copart_hub.ops.connectivity import enforce_connectivity
+from copart_hub.processing import image_to_tensor
 
 from ..data import bsds500_dataset
 from ..sampling import sample_rng
@@ -130,11 +130,7 @@ class SSNTask(Task):
         for n in self.args["val_counts"]:
             asa, br = [], []
             for row in self._val_rows():
-                img = (
-                    torch.from_numpy(np.asarray(row["image"])).permute(2, 0, 1)[None].float() / 255
-                )
-                out = model(img.to(device), n_spixels=n)
-                sp = enforce_connectivity(out.labels[0].cpu().numpy(), out.association.num_spixels)
+                sp = model.superpixels(image_to_tensor(row["image"])[None].to(device), n)[0]
                 for gt in row["segmentations"]:
                     g = np.asarray(gt)
                     asa.append(achievable_segmentation_accuracy(sp, g))
@@ -152,9 +148,7 @@ class SSNTask(Task):
         tiles = []
         for row in self._val_rows().select(range(min(4, len(self._val_rows())))):
             image = row["image"].convert("RGB")
-            img = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
-            out = model(img.to(device), n_spixels=400)
-            sp = enforce_connectivity(out.labels[0].cpu().numpy(), out.association.num_spixels)
+            sp = model.superpixels(image_to_tensor(image)[None].to(device), 400)[0]
             tiles.append(overlay_superpixels(image, sp))
         contact_sheet(tiles, cols=2, cell_size=360).save(path)
 
