@@ -19,9 +19,11 @@ PROG = "copart-hub"
 MAX_UINT16_LABELS = 65536
 MAX_UINT8_LABELS = 256
 #: subcommands that hand the rest of the command line to another module's ``main(argv)``
+#: (module, help, the extra that installs its dependencies)
 DELEGATES = {
-    "eval": ("copart_hub.evaluation.{task}", "evaluate a method on a benchmark"),
-    "train": ("copart_hub.training.launch", "train a model from a config"),
+    "eval": ("copart_hub.evaluation.{task}", "evaluate a method on a benchmark", "train"),
+    "train": ("copart_hub.training.launch", "train a model from a config", "train"),
+    "demo": ("copart_hub.spaces_demo.app", "launch the Gradio demo locally", "demo"),
 }
 EVAL_TASKS = ("superpixels", "parts")
 
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = ", ".join(EVAL_TASKS)
     sub.add_parser("eval", help=f"{DELEGATES['eval'][1]} (tasks: {tasks}); 'eval TASK --help'")
     sub.add_parser("train", help=f"{DELEGATES['train'][1]}; 'train --help'")
+    sub.add_parser("demo", help=f"{DELEGATES['demo'][1]}; 'demo --help'")
     return parser
 
 
@@ -128,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _delegate(command: str, rest: list[str]) -> int:
-    module_name = DELEGATES[command][0]
+    module_name, _, extra = DELEGATES[command]
     if command == "eval":
         tasks = ", ".join(EVAL_TASKS)
         if rest[:1] in (["-h"], ["--help"]):
@@ -145,7 +148,7 @@ def _delegate(command: str, rest: list[str]) -> int:
             raise CliError(f"'{command}' is not available: no module {module_name}") from None
         raise CliError(
             f"'{command}' needs the missing package {err.name!r} "
-            "(install it with: pip install 'copart-hub[train]')"
+            f"(install it with: pip install 'copart-hub[{extra}]')"
         ) from None
     return int(module.main(rest) or 0)
 

@@ -213,13 +213,15 @@ class PartSwapper:
         hard: bool = False,
         use_source_segmentation: bool = False,
         progress: bool = True,
+        max_frames: int | None = None,
     ) -> Path:
         """Swap ``parts`` of ``source`` into every frame of an mp4/gif and write ``out_path``.
 
         The output format follows the suffix: ``.mp4`` (H.264 when available, else MPEG-4;
         input fps; no audio; odd sizes are padded by one edge pixel to even), ``.gif``, or
         ``.png``/``.jpg`` for a one-frame target. Raises ``ValueError`` for an unsupported
-        suffix, an undecodable video, or an ``out_path`` that is an input file.
+        suffix, an undecodable video, a video longer than ``max_frames``, or an ``out_path``
+        that is an input file.
         """
         parts = _check_parts(parts, self.num_parts)
         target_video_path, out_path = Path(target_video_path), Path(out_path)
@@ -231,7 +233,7 @@ class PartSwapper:
         for path in inputs:
             if _same_path(out_path, path):
                 raise ValueError(f"refusing to overwrite input file {path}")
-        frames, fps = read_video(target_video_path)
+        frames, fps = read_video(target_video_path, max_frames=max_frames)
         if suffix in IMAGE_SUFFIXES and len(frames) != 1:
             raise ValueError(
                 f"{out_path.suffix} output needs a one-frame target, but {target_video_path} "

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import create_model, from_pretrained, list_models
 from .hub import CopartModel, ModelNotFoundError, zoo_names
+from .models.mcs import MCSModel
 from .models.part_base import PartModel
 from .models.ssn import SSN
 from .ops.slic import grid_shape
@@ -102,6 +103,7 @@ class PartSegmenter:
 
     Each image is resized (anisotropically) to ``model.input_size``, normalised with
     ``model.image_mean`` / ``image_std``, and the logits are upsampled back to its original size.
+    A full MCS checkpoint (segmenter + generator) runs its segmentation module.
     With ``refine`` (an SSN model or name, e.g. ``"ssn_bsds500"``) the part probabilities are
     averaged inside ``refine_spixels`` superpixels of the full-resolution image, which snaps
     part boundaries to image edges.
@@ -117,7 +119,12 @@ class PartSegmenter:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = _prepare(model_or_name, PartModel, device)
+        model = model_or_name
+        if not isinstance(model, CopartModel):
+            model = load_model(model, device)
+        if isinstance(model, MCSModel):
+            model = model.segmenter_only()
+        self.model = _prepare(model, PartModel, device)
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.refiner = SuperpixelSegmenter(refine, device) if refine is not None else None

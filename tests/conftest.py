@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+import copart_hub
 from copart_hub.hub.registry import register_architecture
+from copart_hub.models.mcs import MCSModel
 from copart_hub.models.part_base import PartModel
 
 
@@ -84,3 +86,26 @@ def bsds_root() -> Path:
         return bsds500_root()
     except FileNotFoundError as err:
         pytest.skip(f"BSDS500 data not available ({err})")
+
+
+def tiny_mcs() -> MCSModel:
+    """An untrained MCS with K=3 at 64 px and narrow layers (seconds to build and run)."""
+    torch.manual_seed(0)
+    return copart_hub.create_model(
+        "mcs_k10",
+        num_parts=3,
+        input_size=(64, 64),
+        seg_block_expansion=8,
+        seg_max_features=32,
+        seg_num_blocks=3,
+        gen_block_expansion=8,
+        gen_max_features=32,
+    ).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_mcs_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_mcs()`` saved with ``save_pretrained``; returns the folder."""
+    path = tmp_path_factory.mktemp("mcs") / "tiny_mcs"
+    tiny_mcs().save_pretrained(path)
+    return path

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import copart_hub
 from copart_hub.cli import main
 from copart_hub.data.videos import read_video
 from copart_hub.models.mcs import MCSModel
@@ -19,30 +18,9 @@ from copart_hub.part_swap import PartSwapper, _square_box, _write_mp4, part_lege
 torch.set_num_threads(1)
 
 
-def _tiny_mcs() -> MCSModel:
-    torch.manual_seed(0)
-    return copart_hub.create_model(
-        "mcs_k10",
-        num_parts=3,
-        input_size=(64, 64),
-        seg_block_expansion=8,
-        seg_max_features=32,
-        seg_num_blocks=3,
-        gen_block_expansion=8,
-        gen_max_features=32,
-    ).eval()
-
-
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mcs") / "tiny_mcs"
-    _tiny_mcs().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def swapper(checkpoint: Path) -> PartSwapper:
-    return PartSwapper(checkpoint, device="cpu")
+def swapper(tiny_mcs_checkpoint: Path) -> PartSwapper:
+    return PartSwapper(tiny_mcs_checkpoint, device="cpu")
 
 
 def _image(h: int, w: int, seed: int) -> Image.Image:
@@ -125,9 +103,9 @@ def test_corrupt_video_and_overwrite_are_refused(swapper: PartSwapper, tmp_path:
     assert gif.read_bytes() == before
 
 
-def test_non_mcs_model_is_a_type_error() -> None:
+def test_non_mcs_model_is_a_type_error(swapper: PartSwapper) -> None:
     with pytest.raises(TypeError, match="MCSModel"):
-        PartSwapper(_tiny_mcs().segmenter_only(), device="cpu")
+        PartSwapper(swapper.model.segmenter_only(), device="cpu")
 
 
 def test_legend_lists_background_and_parts(swapper: PartSwapper) -> None:
@@ -141,11 +119,11 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-def test_cli_image_and_gif(checkpoint: Path, tmp_path: Path) -> None:
+def test_cli_image_and_gif(tiny_mcs_checkpoint: Path, tmp_path: Path) -> None:
     src, tgt = tmp_path / "src.png", tmp_path / "tgt.jpg"
     _image(41, 50, 2).save(src)
     _image(97, 130, 1).save(tgt)
-    common = ["--source", str(src), "--parts", "1,3", "--model", str(checkpoint)]
+    common = ["--source", str(src), "--parts", "1,3", "--model", str(tiny_mcs_checkpoint)]
     common += ["--device", "cpu"]
     assert main(["swap", *common, "--target", str(tgt), "--out", str(tmp_path / "o.png")]) == 0
     assert Image.open(tmp_path / "o.png").size == (130, 97)
@@ -164,7 +142,7 @@ def test_cli_image_and_gif(checkpoint: Path, tmp_path: Path) -> None:
     ],
 )
 def test_cli_errors_are_one_line(
-    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str, message: str
+    tiny_mcs_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str, message: str
 ) -> None:
     src, tgt = tmp_path / "src.png", tmp_path / "tgt.png"
     _image(41, 50, 2).save(src)
@@ -180,18 +158,18 @@ def test_cli_errors_are_one_line(
         parts = "7"
     before = tgt.read_bytes()
     argv = ["swap", "--source", str(src), "--target", str(tgt), "--parts", parts]
-    argv += ["--out", str(out), "--model", str(checkpoint), "--device", "cpu"]
+    argv += ["--out", str(out), "--model", str(tiny_mcs_checkpoint), "--device", "cpu"]
     assert main(argv) == 2
     assert message in _error_line(capsys)
     assert tgt.read_bytes() == before
 
 
-def test_cli_corrupt_video(checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_cli_corrupt_video(tiny_mcs_checkpoint: Path, tmp_path: Path, capsys) -> None:
     src, bad = tmp_path / "src.png", tmp_path / "bad.gif"
     _image(41, 50, 2).save(src)
     bad.write_bytes(b"GIF89a broken")
     argv = ["swap", "--source", str(src), "--target", str(bad), "--parts", "1"]
-    argv += ["--out", str(tmp_path / "o.mp4"), "--model", str(checkpoint), "--device", "cpu"]
+    argv += ["--out", str(tmp_path / "o.mp4"), "--model", str(tiny_mcs_checkpoint), "--device", "cpu"]
     assert main(argv) == 2
     assert "bad.gif" in _error_line(capsys)
     assert not (tmp_path / "o.mp4").exists()

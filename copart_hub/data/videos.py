@@ -31,14 +31,15 @@ def _target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
 
 
 def read_video(
-    path: str | Path, size: int | tuple[int, int] | None = None
+    path: str | Path, size: int | tuple[int, int] | None = None, max_frames: int | None = None
 ) -> tuple[np.ndarray, float]:
     """Decode every frame of a video (or animated image) -> ``(frames, fps)``.
 
     ``frames`` is ``uint8 [T, H, W, 3]`` RGB, resized (bilinear, antialiased) to ``size``
     (``(H, W)`` or an int for a square) when given. ``fps`` is the stream's average rate, else
     its guessed rate, else 0.0 (unknown). Raises ``FileNotFoundError`` for a missing file and
-    ``ValueError`` for a file PyAV cannot decode or one without frames.
+    ``ValueError`` for a file PyAV cannot decode, one without frames, or one with more than
+    ``max_frames`` frames (decoding stops there, so a long video costs no more than the limit).
     """
     path = Path(path)
     if not path.is_file():
@@ -53,6 +54,11 @@ def read_video(
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
             for frame in container.decode(stream):
+                if max_frames is not None and len(frames) == max_frames:
+                    raise ValueError(
+                        f"video {str(path)!r} has more than {max_frames} frames"
+                        + (f" ({max_frames / fps:.1f} s at {fps:g} fps)" if fps > 0 else "")
+                    )
                 image = frame.to_image()
                 if target is not None and image.size != (target[1], target[0]):
                     image = image.resize((target[1], target[0]), Image.Resampling.BILINEAR)

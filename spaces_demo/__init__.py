@@ -1,0 +1,1 @@
+"""The Gradio Space of copart_hub (installed as ``copart_hub.spaces_demo``)."""

@@ -1,0 +1,470 @@
+"""copart_hub demo: part segmentation, superpixels and part swap (a Gradio 6 Blocks app).
+
+Run ``copart-hub demo`` (or ``python app.py`` inside a Space). Every model comes from
+``copart_hub`` (bundled zoo checkpoints by default); nothing is downloaded. Long work is queued
+with a concurrency limit, and bad input gets a short message in the page, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+from skimage.segmentation import slic
+
+from copart_hub.data.paths import shared_data_root
+from copart_hub.data.videos import read_video
+from copart_hub.examples import example_images
+from copart_hub.hub import CopartModel, ModelNotFoundError, zoo_names
+from copart_hub.hub.registry import get_architecture
+from copart_hub.hub.resolve import ZOO_DIR
+from copart_hub.models.mcs import MCSModel
+from copart_hub.models.part_base import PartModel
+from copart_hub.models.ssn import SSN
+from copart_hub.part_swap import PartSwapper
+from copart_hub.pipelines import PartSegmenter, SuperpixelSegmenter, load_model
+from copart_hub.processing import load_image
+from copart_hub.visualize import overlay_superpixels, part_colors, render_legend
+
+TITLE = "copart_hub: self-supervised co-part segmentation"
+MAX_IMAGE_PIXELS = 25_000_000  # larger uploads are refused with a message
+MAX_VIDEO_FRAMES = 300  # 10 s at 30 fps
+MAX_VIDEO_PIXELS = 1_500_000  # per frame (1280x1080 fits)
+CONCURRENCY_LIMIT = 2  # model calls running at once; the rest wait in the queue
+QUEUE_SIZE = 64
+DEFAULT_SPIXELS = 300
+VIDEO_PROGRESS = gr.Progress(track_tqdm=True)
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoModels:
+    """What the demo offers: ``{label: checkpoint name or folder}`` per tab."""
+
+    parts: dict[str, str] = field(default_factory=dict)
+    swap: dict[str, str] = field(default_factory=dict)
+    superpixels: str | None = None
+
+    @classmethod
+    def from_zoo(cls) -> DemoModels:
+        """Sort the bundled checkpoints by kind (read from ``config.json``, weights not loaded)."""
+        found = cls()
+        for name in zoo_names():
+            config = json.loads((ZOO_DIR / name / "config.json").read_text(encoding="utf-8"))
+            arch = get_architecture(config["architecture"])
+            if issubclass(arch, SSN):
+                found.superpixels = found.superpixels or name
+            elif issubclass(arch, MCSModel):
+                found.swap[name] = name
+                found.parts[name] = name
+            elif issubclass(arch, PartModel):
+                found.parts[name] = name
+        return found
+
+
+@functools.lru_cache(maxsize=8)
+def _model(name_or_path: str) -> CopartModel:
+    return load_model(name_or_path, "cpu")
+
+
+@functools.lru_cache(maxsize=8)
+def _segmenter(name_or_path: str, refine: str | None) -> PartSegmenter:
+    return PartSegmenter(_model(name_or_path), "cpu", refine=refine and _model(refine))
+
+
+@functools.lru_cache(maxsize=4)
+def _swapper(name_or_path: str) -> PartSwapper:
+    return PartSwapper(_model(name_or_path), "cpu")
+
+
+# -- input checks -----------------------------------------------------------------------------
+
+
+def image_upload(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image`` (``type="filepath"``) whose unreadable or huge uploads raise a friendly
+    ``gr.Error`` instead of PIL's exception (wraps the instance's ``preprocess``; subclassing a
+    gradio component would write a ``.pyi`` stub next to this file)."""
+    component = gr.Image(type="filepath", **kwargs)
+    preprocess = component.preprocess
+
+    def checked(payload: Any) -> str | None:
+        try:
+            return preprocess(payload)
+        except Image.DecompressionBombError:
+            raise _error(too_large_message()) from None
+        except Exception:  # PIL raises many kinds for a file that is not an image
+            name = getattr(payload, "orig_name", None) or "the upload"
+            raise _error(f"{name} is not an image this demo can read (try PNG or JPEG).") from None
+
+    component.preprocess = checked  # type: ignore[method-assign]
+    return component
+
+
+def _error(message: str) -> gr.Error:
+    """A message for the user (shown in the page; no traceback in the server log)."""
+    return gr.Error(message, print_exception=False)
+
+
+def too_large_message(pixels: int | None = None) -> str:
+    size = f" ({pixels / 1e6:.0f} MP)" if pixels else ""
+    return f"This image is too large{size}: the demo takes up to {MAX_IMAGE_PIXELS / 1e6:.0f} MP."
+
+
+def read_image(path: str | None, what: str = "an image") -> Image.Image:
+    """Uploaded file -> RGB image, or ``gr.Error`` with a friendly message."""
+    if not path:
+        raise _error(f"Please upload {what} first.")
+    try:
+        with Image.open(path) as probe:
+            pixels = probe.width * probe.height
+    except Image.DecompressionBombError:
+        raise _error(too_large_message()) from None
+    except Exception:
+        raise _error(f"{Path(path).name} is not an image this demo can read.") from None
+    if pixels > MAX_IMAGE_PIXELS:
+        raise _error(too_large_message(pixels))
+    try:
+        return load_image(path)
+    except ValueError as err:
+        raise _error(str(err)) from None
+
+
+def read_target_video(path: str) -> np.ndarray:
+    """Uploaded video -> ``uint8 [T, H, W, 3]`` frames, or ``gr.Error`` if unreadable/too big."""
+    try:
+        frames, _ = read_video(path, max_frames=MAX_VIDEO_FRAMES)
+    except ValueError as err:
+        if "more than" in str(err):
+            raise _error(
+                f"This video is too long: the demo takes up to {MAX_VIDEO_FRAMES} frames."
+            ) from None
+        raise _error(f"{Path(path).name} is not a video this demo can read.") from None
+    if frames.shape[1] * frames.shape[2] > MAX_VIDEO_PIXELS:
+        raise _error(
+            f"This video is too large ({frames.shape[2]}x{frames.shape[1]}): the demo takes "
+            f"frames up to {MAX_VIDEO_PIXELS / 1e6:.1f} MP."
+        )
+    return frames
+
+
+def _pick(choices: dict[str, str], label: str | None, what: str) -> str:
+    if not choices:
+        raise _error(f"No {what} model is bundled with this installation.")
+    if label not in choices:
+        raise _error(f"Unknown {what} model {label!r}; choose one of {', '.join(choices)}.")
+    return choices[label]
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Library errors (bad parts, bad files, missing models) -> ``gr.Error`` messages."""
+    try:
+        return fn()
+    except (ValueError, TypeError, ModelNotFoundError) as err:
+        raise _error(str(err)) from None
+
+
+def _out_dir() -> Path:
+    out = Path(tempfile.gettempdir()) / "copart_hub_demo" / uuid.uuid4().hex
+    out.mkdir(parents=True)
+    return out
+
+
+# -- tab logic (plain functions, tested without a browser) ------------------------------------
+
+
+def segment(
+    models: DemoModels, image_path: str | None, model_label: str | None, refine: bool
+) -> tuple[Image.Image, Image.Image, list[tuple[Image.Image, str]], list[str]]:
+    """-> overlay, legend, per-part masks (gallery), [labels PNG, JSON] for download."""
+    image = read_image(image_path)
+    name = _pick(models.parts, model_label, "part segmentation")
+    if refine and models.superpixels is None:
+        raise _error("Boundary refinement needs a superpixel model, and none is bundled.")
+    segmenter = _run(lambda: _segmenter(name, models.superpixels if refine else None))
+    result = _run(lambda: segmenter(image))
+    k = result.num_parts
+    colors = part_colors(k + 1)
+    gallery = []
+    for part in range(1, k + 1):
+        tint = np.asarray(image, dtype=np.float32) * 0.25
+        on = result.labels == part
+        tint[on] = 0.5 * np.asarray(image, dtype=np.float32)[on] + 0.5 * colors[part]
+        area = f"{100 * result.areas[part - 1]:.1f}% of the image"
+        gallery.append((Image.fromarray(tint.astype(np.uint8)), f"part {part}: {area}"))
+    out = _out_dir()
+    labels_png, json_path = out / "labels.png", out / "parts.json"
+    Image.fromarray(result.labels.astype(np.uint8)).save(labels_png)
+    summary = {"model": model_label, "refined": refine, **result.to_json()}
+    json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return result.overlay, render_legend(k), gallery, [str(labels_png), str(json_path)]
+
+
+def superpixels(
+    models: DemoModels, image_path: str | None, count: float
+) -> tuple[Image.Image, Image.Image, str]:
+    """-> SSN overlay, SLIC overlay, a line with the actual counts."""
+    image = read_image(image_path)
+    if models.superpixels is None:
+        raise _error("No superpixel model is bundled with this installation.")
+    n = int(min(count, image.width * image.height))
+    ssn = _run(lambda: SuperpixelSegmenter(_model(models.superpixels), "cpu")(image, n))
+    slic_labels = slic(np.asarray(image), n_segments=n, compactness=10, start_label=0)
+    n_slic = len(np.unique(slic_labels))
+    text = (
+        f"SSN ({models.superpixels}): {ssn.num_superpixels} superpixels; "
+        f"SLIC (scikit-image): {n_slic} superpixels; requested {n}."
+    )
+    return ssn.overlay, overlay_superpixels(image, slic_labels), text
+
+
+def part_choices(num_parts: int) -> list[tuple[str, int]]:
+    return [("0 background", 0)] + [(f"{k}", k) for k in range(1, num_parts + 1)]
+
+
+def target_parts(
+    models: DemoModels, image_path: str | None, video_path: str | None, model_label: str | None
+) -> tuple[Image.Image | None, Image.Image | None, np.ndarray | None, Any]:
+    """Target (the video's first frame, else the image) -> its part overlay, legend, label map
+    and the part choices."""
+    if not image_path and not video_path:
+        return None, None, None, gr.update(value=[])
+    if video_path:
+        first = Image.fromarray(read_target_video(video_path)[0])
+    else:
+        first = read_image(image_path, "a target image")
+    name = _pick(models.swap, model_label, "part swap")
+    result = _run(lambda: _segmenter(name, None)(first))
+    choices = part_choices(result.num_parts)
+    legend = render_legend(result.num_parts)
+    return result.overlay, legend, result.labels, gr.update(choices=choices, value=[])
+
+
+def toggle_part(labels: np.ndarray | None, selected: Sequence[int], xy: Sequence[int]) -> list[int]:
+    """Click at pixel ``(x, y)`` of the target overlay -> the part there toggled in ``selected``."""
+    if labels is None:
+        raise _error("Upload a target first, then click the parts to swap.")
+    x, y = int(xy[0]), int(xy[1])
+    if not (0 <= y < labels.shape[0] and 0 <= x < labels.shape[1]):
+        return list(selected)
+    part = int(labels[y, x])
+    chosen = set(selected) ^ {part}
+    return sorted(chosen)
+
+
+def swap(
+    models: DemoModels,
+    source_path: str | None,
+    target_image: str | None,
+    target_video: str | None,
+    model_label: str | None,
+    parts: Sequence[int],
+    mode: str,
+    mask_from: str,
+) -> tuple[Image.Image | None, str | None, str]:
+    """-> (result image or None, result video path or None, downloadable file path)."""
+    source = read_image(source_path, "a source image")
+    name = _pick(models.swap, model_label, "part swap")
+    if not parts:
+        raise _error("Choose at least one part: click it on the target's segmentation.")
+    if not target_image and not target_video:
+        raise _error("Please upload a target image or video.")
+    swapper = _run(lambda: _swapper(name))
+    hard, from_source = mode == "hard", mask_from == "source"
+    out = _out_dir()
+    if target_video:
+        read_target_video(target_video)  # size and length checks with a friendly message
+        path = out / "part_swap.mp4"
+        _run(
+            lambda: swapper.swap_video(
+                source, target_video, parts, path, hard, from_source, max_frames=MAX_VIDEO_FRAMES
+            )
+        )
+        return None, str(path), str(path)
+    target = read_image(target_image, "a target image")
+    result = _run(lambda: swapper.swap_image(source, target, parts, hard, from_source))
+    path = out / "part_swap.png"
+    result.save(path)
+    return result, None, str(path)
+
+
+# -- examples ---------------------------------------------------------------------------------
+
+
+def example_files() -> dict[str, list[str]]:
+    """Example paths per tab: scikit-image's bundled photos (always) plus, when ``shared/data``
+    is on this machine, real faces, horses and Tai-Chi frames/clips."""
+    folder = Path(tempfile.gettempdir()) / "copart_hub_demo" / "examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    bundled = []
+    for name, image in example_images().items():
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            image.save(path)
+        bundled.append(str(path))
+    images, videos = list(bundled), []
+    root = shared_data_root()
+    if root is not None:
+        for pattern in ("faces300w/images/*", "weizmann_horse/rgb/*", "celeba_samples/*"):
+            images += [str(p) for p in sorted(root.glob(pattern))[:2]]
+        clips = sorted(root.glob("taichi/videos/*.mp4"))
+        videos += [str(p) for p in clips[-1:]]
+        for name in ("ted/source.png", "talking_face/tpsmm_source.png"):
+            if (root / name).is_file():
+                images.append(str(root / name))
+        videos += [str(root / n) for n in ("ted/driving.mp4",) if (root / n).is_file()]
+    return {"images": images, "videos": videos}
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def build_demo(models: DemoModels | None = None) -> gr.Blocks:
+    """The Blocks app for ``models`` (default: everything in the bundled zoo)."""
+    models = models or DemoModels.from_zoo()
+    examples = example_files()
+    part_labels, swap_labels = list(models.parts), list(models.swap)
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(
+            f"# {TITLE}\nModels trained from scratch with "
+            "[copart_hub](https://github.com/copart-hub/copart_hub): SCOPS (image collections), "
+            "motion-supervised co-part segmentation (videos) and SSN superpixels."
+        )
+        with gr.Tab("Part segmentation"):
+            with gr.Row():
+                with gr.Column():
+                    seg_image = image_upload(label="Image", elem_id="seg-image")
+                    seg_model = gr.Dropdown(
+                        part_labels, value=part_labels[0] if part_labels else None, label="Model"
+                    )
+                    seg_refine = gr.Checkbox(False, label="Snap part boundaries to SSN superpixels")
+                    seg_run = gr.Button("Segment", variant="primary")
+                with gr.Column():
+                    seg_overlay = gr.Image(label="Parts", interactive=False, elem_id="seg-overlay")
+                    seg_legend = gr.Image(label="Legend", interactive=False, height=160)
+            seg_masks = gr.Gallery(label="Per-part masks", columns=5, height="auto")
+            seg_files = gr.File(
+                label="Label map (PNG, 0 = background) and JSON", file_count="multiple"
+            )
+            gr.Examples([[p] for p in examples["images"]], [seg_image], label="Examples")
+            seg_run.click(
+                functools.partial(segment, models),
+                [seg_image, seg_model, seg_refine],
+                [seg_overlay, seg_legend, seg_masks, seg_files],
+                api_name="segment",
+            )
+        with gr.Tab("Superpixels"):
+            with gr.Row():
+                with gr.Column():
+                    sp_image = image_upload(label="Image", elem_id="sp-image")
+                    sp_count = gr.Slider(50, 2000, DEFAULT_SPIXELS, step=50, label="Superpixels")
+                    sp_run = gr.Button("Compute", variant="primary")
+                sp_text = gr.Markdown()
+            with gr.Row():
+                sp_ssn = gr.Image(label="SSN (learned features)", interactive=False)
+                sp_slic = gr.Image(
+                    label="SLIC (colour and position)", interactive=False, elem_id="sp-slic"
+                )
+            gr.Examples([[p] for p in examples["images"]], [sp_image], label="Examples")
+            sp_run.click(
+                functools.partial(superpixels, models),
+                [sp_image, sp_count],
+                [sp_ssn, sp_slic, sp_text],
+                api_name="superpixels",
+            )
+        with gr.Tab("Part swap"):
+            if not swap_labels:
+                gr.Markdown("No part-swap model is bundled with this installation yet.")
+            gr.Markdown(
+                "1. Upload a source (the parts to copy) and a target image or video. "
+                "2. Click parts on the target's segmentation (click again to drop one). "
+                "3. Swap."
+            )
+            labels_state = gr.State(None)
+            with gr.Row():
+                with gr.Column():
+                    sw_source = image_upload(label="Source", elem_id="sw-source")
+                    sw_model = gr.Dropdown(
+                        swap_labels, value=swap_labels[0] if swap_labels else None, label="Model"
+                    )
+                    sw_mode = gr.Radio(["soft", "hard"], value="soft", label="Mask")
+                    sw_from = gr.Radio(
+                        ["target", "source"], value="target", label="Mask from the segmentation of"
+                    )
+                with gr.Column():
+                    sw_target = image_upload(label="Target image", elem_id="sw-target")
+                    sw_video = gr.Video(label="or target video (mp4, gif)", elem_id="sw-video")
+                    sw_show = gr.Button("Show target parts", size="sm")
+                with gr.Column():
+                    sw_parts_view = gr.Image(
+                        label="Target parts: click to choose",
+                        interactive=False,
+                        elem_id="sw-target-parts",
+                    )
+                    max_parts = max((_model(n).num_parts for n in models.swap.values()), default=0)
+                    sw_parts = gr.CheckboxGroup(
+                        part_choices(max_parts), label="Parts to swap", elem_id="sw-parts"
+                    )
+                    sw_legend = gr.Image(label="Legend", interactive=False, height=120)
+                    sw_run = gr.Button("Swap", variant="primary", elem_id="sw-run")
+            with gr.Row():
+                sw_result = gr.Image(
+                    label="Result", interactive=False, format="png", elem_id="sw-result"
+                )
+                sw_result_video = gr.Video(label="Result video", interactive=False)
+                sw_file = gr.File(label="Download")
+            if examples["videos"]:
+                gr.Examples([[p] for p in examples["videos"]], [sw_video], label="Target videos")
+            gr.Examples([[p] for p in examples["images"]], [sw_source], label="Source images")
+
+            preview = functools.partial(target_parts, models)
+            preview_io = dict(
+                inputs=[sw_target, sw_video, sw_model],
+                outputs=[sw_parts_view, sw_legend, labels_state, sw_parts],
+            )
+            for trigger in (sw_target.change, sw_video.change, sw_model.change):
+                trigger(preview, **preview_io, api_name=False)
+            sw_show.click(preview, **preview_io, api_name="target_parts")
+
+            def on_select(labels: Any, selected: list[int], evt: gr.SelectData) -> list[int]:
+                return toggle_part(labels, selected, evt.index)
+
+            sw_parts_view.select(on_select, [labels_state, sw_parts], sw_parts, api_name=False)
+
+            def run_swap(*args: Any, progress: gr.Progress = VIDEO_PROGRESS) -> Any:
+                # ``progress`` is gradio's hook: it mirrors the per-frame tqdm bar of videos.
+                return swap(models, *args)
+
+            sw_run.click(
+                run_swap,
+                [sw_source, sw_target, sw_video, sw_model, sw_parts, sw_mode, sw_from],
+                [sw_result, sw_result_video, sw_file],
+                api_name="swap",
+            )
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    return demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``copart-hub demo``: launch the app locally."""
+    parser = argparse.ArgumentParser(prog="copart-hub demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    args = parser.parse_args(argv)
+    build_demo().launch(server_name=args.host, server_port=args.port, max_file_size="50mb")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

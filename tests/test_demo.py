@@ -1,0 +1,225 @@
+"""The Gradio Space (spaces_demo/): tab functions, the API through gradio_client, a real browser."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'copart-hub[demo]')")
+
+from copart_hub.cli import main as cli_main  # noqa: E402
+from copart_hub.data.videos import read_video  # noqa: E402
+from copart_hub.part_swap import _write_mp4  # noqa: E402
+from copart_hub.spaces_demo import app  # noqa: E402
+from copart_hub.spaces_demo.browser import browser_page, find_chromium, run_swap  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tiny_mcs_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> app.DemoModels:
+    from conftest import TinyPartModel
+
+    parts = tmp_path_factory.mktemp("demo") / "tiny_parts"
+    TinyPartModel(num_parts=3, height=16, width=20).save_pretrained(parts)
+    return app.DemoModels(
+        parts={"tiny parts": str(parts), "tiny mcs": str(tiny_mcs_checkpoint)},
+        swap={"tiny mcs": str(tiny_mcs_checkpoint)},
+        superpixels="ssn_bsds500",
+    )
+
+
+def _png(path: Path, h: int = 48, w: int = 64, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+# -- functions behind the tabs -----------------------------------------------------------------
+
+
+def test_zoo_models_are_sorted_by_kind() -> None:
+    found = app.DemoModels.from_zoo()
+    assert found.superpixels == "ssn_bsds500"
+    assert "ssn_bsds500" not in found.parts and "ssn_bsds500" not in found.swap
+    assert set(found.swap) <= set(found.parts)
+
+
+def test_segment_outputs(models: app.DemoModels, tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", 37, 53)
+    overlay, legend, gallery, files = app.segment(models, image, "tiny parts", False)
+    assert overlay.size == (53, 37)
+    assert len(gallery) == 3 and all(img.size == (53, 37) for img, _ in gallery)
+    labels = np.asarray(Image.open(files[0]))
+    assert labels.shape == (37, 53) and labels.max() <= 3
+    summary = json.loads(Path(files[1]).read_text())
+    assert summary["num_parts"] == 3 and summary["width"] == 53
+    areas = [float(caption.split(": ")[1].split("%")[0]) for _, caption in gallery]
+    assert sum(areas) == pytest.approx(100 * np.mean(labels > 0), abs=0.2)
+    assert legend.height > 0
+
+
+def test_segment_refined_snaps_to_superpixels(models: app.DemoModels, tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", 40, 60)
+    _, _, _, files = app.segment(models, image, "tiny parts", True)
+    assert np.asarray(Image.open(files[0])).shape == (40, 60)
+
+
+def test_superpixels_side_by_side(models: app.DemoModels, tmp_path: Path) -> None:
+    image = _png(tmp_path / "a.png", 60, 80)
+    ssn, slic_overlay, text = app.superpixels(models, image, 50)
+    assert ssn.size == slic_overlay.size == (80, 60)
+    assert "SSN" in text and "SLIC" in text and "requested 50" in text
+
+
+def test_click_toggles_the_part_under_the_pointer() -> None:
+    labels = np.zeros((10, 20), dtype=np.int64)
+    labels[:, 10:] = 2
+    assert app.toggle_part(labels, [], (15, 3)) == [2]
+    assert app.toggle_part(labels, [2], (15, 3)) == []
+    assert app.toggle_part(labels, [2], (1, 1)) == [0, 2]
+    assert app.toggle_part(labels, [2], (50, 50)) == [2]  # outside the image: unchanged
+    with pytest.raises(gr.Error, match="Upload a target"):
+        app.toggle_part(None, [], (0, 0))
+
+
+def test_target_parts_gives_the_label_map(models: app.DemoModels, tmp_path: Path) -> None:
+    image = _png(tmp_path / "t.png", 30, 40)
+    overlay, legend, labels, update = app.target_parts(models, image, None, "tiny mcs")
+    assert overlay.size == (40, 30) and labels.shape == (30, 40)
+    assert [v for _, v in update["choices"]] == [0, 1, 2, 3]
+
+
+def test_swap_image_and_video(models: app.DemoModels, tmp_path: Path) -> None:
+    src, tgt = _png(tmp_path / "s.png", 50, 40, 1), _png(tmp_path / "t.png", 33, 47, 2)
+    image, video, download = app.swap(models, src, tgt, None, "tiny mcs", [1], "soft", "target")
+    assert video is None and image.size == (47, 33) and Path(download).is_file()
+    frames = np.random.default_rng(3).integers(0, 256, (3, 30, 42, 3), dtype=np.uint8)
+    clip = tmp_path / "clip.mp4"
+    _write_mp4(list(frames), 12.0, clip)
+    image, video, _ = app.swap(models, src, None, str(clip), "tiny mcs", [1, 2], "hard", "source")
+    out, fps = read_video(video)
+    assert image is None and out.shape == (3, 30, 42, 3) and fps == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text", "not an image"),
+        ("huge", "too large"),
+        ("no_parts", "at least one part"),
+        ("no_target", "target image or video"),
+        ("bad_model", "Unknown part swap model"),
+    ],
+)
+def test_swap_bad_input_is_a_friendly_error(
+    models: app.DemoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
+) -> None:
+    src, tgt = _png(tmp_path / "s.png"), _png(tmp_path / "t.png")
+    parts, model = [1], "tiny mcs"
+    if kind == "text":
+        (tmp_path / "notes.png").write_text("not pixels")
+        src = str(tmp_path / "notes.png")
+    elif kind == "huge":
+        monkeypatch.setattr(app, "MAX_IMAGE_PIXELS", 1000)
+    elif kind == "no_parts":
+        parts = []
+    elif kind == "no_target":
+        tgt = None
+    else:
+        model = "nope"
+    with pytest.raises(gr.Error, match=message):
+        app.swap(models, src, tgt, None, model, parts, "soft", "target")
+
+
+def test_long_or_corrupt_video_is_a_friendly_error(
+    models: app.DemoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _png(tmp_path / "s.png")
+    clip = tmp_path / "clip.mp4"
+    _write_mp4([np.zeros((16, 16, 3), np.uint8)] * 4, 10.0, clip)
+    monkeypatch.setattr(app, "MAX_VIDEO_FRAMES", 3)
+    with pytest.raises(gr.Error, match="too long"):
+        app.swap(models, src, None, str(clip), "tiny mcs", [1], "soft", "target")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    with pytest.raises(gr.Error, match="not a video"):
+        app.swap(models, src, None, str(broken), "tiny mcs", [1], "soft", "target")
+
+
+def test_cli_demo_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["demo", "--help"]) == 0
+    assert "--port" in capsys.readouterr().out
+
+
+# -- the launched app ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(models: app.DemoModels):
+    demo = app.build_demo(models)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True
+    )
+    yield url
+    demo.close()
+
+
+@pytest.mark.slow
+def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False)
+    image = _png(tmp_path / "a.png", 41, 57)
+    overlay, _, gallery, files = client.predict(
+        handle_file(image), "tiny parts", False, api_name="/segment"
+    )
+    assert Image.open(overlay).size == (57, 41) and len(gallery) == 3
+    assert json.loads(Path(files[1]).read_text())["num_parts"] == 3
+    result, video, download = client.predict(
+        handle_file(image), handle_file(image), None, "tiny mcs", [1, 3], "soft", "target",
+        api_name="/swap",
+    )  # fmt: skip
+    assert video is None and Image.open(result).size == (57, 41) and Path(download).is_file()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(AppError, match="not an image this demo can read"):
+        client.predict(handle_file(tmp_path / "notes.txt"), "tiny parts", False, api_name="/segment")
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_requests(server: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    images = [_png(tmp_path / f"{i}.png", 30 + i, 40, i) for i in range(20)]
+    jobs = [
+        client.submit(handle_file(p), "tiny parts", False, api_name="/segment") for p in images
+    ]
+    for i, job in enumerate(jobs):
+        overlay = job.result(timeout=300)[0]
+        assert Image.open(overlay).size == (40, 30 + i)  # each answer belongs to its request
+
+
+@pytest.mark.slow
+def test_browser_click_a_part_and_swap(server: str, tmp_path: Path) -> None:
+    pytest.importorskip("playwright", reason="the browser test needs playwright (dev extra)")
+    if find_chromium() is None:
+        pytest.skip("no Chromium: install Debian's chromium package or set COPART_CHROMIUM")
+    source, target = _png(tmp_path / "s.png", 64, 64, 1), _png(tmp_path / "t.png", 80, 96, 2)
+    with browser_page(server) as page:
+        chosen = run_swap(page, source, target, clicks=[(0.5, 0.5)])
+        page.screenshot(path=str(tmp_path / "swap.png"), full_page=True)
+        result = page.locator("#sw-result img")
+        assert chosen == 1
+        assert result.evaluate("img => img.naturalWidth") == 96
+    assert (tmp_path / "swap.png").stat().st_size > 10_000
