@@ -12,11 +12,12 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'copart-hub[demo]')")
 
+from copart_hub.spaces_demo import app  # noqa: E402
+from copart_hub.spaces_demo.browser import browser_page, find_chromium, run_swap  # noqa: E402
+
 from copart_hub.cli import main as cli_main  # noqa: E402
 from copart_hub.data.videos import read_video  # noqa: E402
 from copart_hub.part_swap import _write_mp4  # noqa: E402
-from copart_hub.spaces_demo import app  # noqa: E402
-from copart_hub.spaces_demo.browser import browser_page, find_chromium, run_swap  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_click_toggles_the_part_under_the_pointer() -> None:
 
 def test_target_parts_gives_the_label_map(models: app.DemoModels, tmp_path: Path) -> None:
     image = _png(tmp_path / "t.png", 30, 40)
-    overlay, legend, labels, update = app.target_parts(models, image, None, "tiny mcs")
+    overlay, _legend, labels, update = app.target_parts(models, image, None, "tiny mcs")
     assert overlay.size == (40, 30) and labels.shape == (30, 40)
     assert [v for _, v in update["choices"]] == [0, 1, 2, 3]
 
@@ -193,7 +194,9 @@ def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
     assert video is None and Image.open(result).size == (57, 41) and Path(download).is_file()
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(AppError, match="not an image this demo can read"):
-        client.predict(handle_file(tmp_path / "notes.txt"), "tiny parts", False, api_name="/segment")
+        client.predict(
+            handle_file(tmp_path / "notes.txt"), "tiny parts", False, api_name="/segment"
+        )
 
 
 @pytest.mark.slow
@@ -202,9 +205,7 @@ def test_twenty_concurrent_requests(server: str, tmp_path: Path) -> None:
 
     client = Client(server, verbose=False)
     images = [_png(tmp_path / f"{i}.png", 30 + i, 40, i) for i in range(20)]
-    jobs = [
-        client.submit(handle_file(p), "tiny parts", False, api_name="/segment") for p in images
-    ]
+    jobs = [client.submit(handle_file(p), "tiny parts", False, api_name="/segment") for p in images]
     for i, job in enumerate(jobs):
         overlay = job.result(timeout=300)[0]
         assert Image.open(overlay).size == (40, 30 + i)  # each answer belongs to its request

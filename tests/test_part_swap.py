@@ -12,7 +12,6 @@ from PIL import Image
 
 from copart_hub.cli import main
 from copart_hub.data.videos import read_video
-from copart_hub.models.mcs import MCSModel
 from copart_hub.part_swap import PartSwapper, _square_box, _write_mp4, part_legend
 
 torch.set_num_threads(1)
@@ -142,7 +141,11 @@ def test_cli_image_and_gif(tiny_mcs_checkpoint: Path, tmp_path: Path) -> None:
     ],
 )
 def test_cli_errors_are_one_line(
-    tiny_mcs_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str, message: str
+    tiny_mcs_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    which: str,
+    message: str,
 ) -> None:
     src, tgt = tmp_path / "src.png", tmp_path / "tgt.png"
     _image(41, 50, 2).save(src)
@@ -169,7 +172,14 @@ def test_cli_corrupt_video(tiny_mcs_checkpoint: Path, tmp_path: Path, capsys) ->
     _image(41, 50, 2).save(src)
     bad.write_bytes(b"GIF89a broken")
     argv = ["swap", "--source", str(src), "--target", str(bad), "--parts", "1"]
-    argv += ["--out", str(tmp_path / "o.mp4"), "--model", str(tiny_mcs_checkpoint), "--device", "cpu"]
+    argv += [
+        "--out",
+        str(tmp_path / "o.mp4"),
+        "--model",
+        str(tiny_mcs_checkpoint),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 2
     assert "bad.gif" in _error_line(capsys)
     assert not (tmp_path / "o.mp4").exists()
