@@ -115,3 +115,18 @@ def test_card_section_is_replaced(tmp_path: Path) -> None:
     assert "old" not in text and "| new | table |" in text and text.endswith("## Samples\n\nkeep\n")
     with pytest.raises(ValueError, match="no section"):
         replace_card_section(card, "## Missing", "x")
+
+
+def test_card_subsections_are_added_then_replaced(tmp_path: Path) -> None:
+    from copart_hub.hub.card import SCORES_HEADING, replace_card_section
+
+    card = tmp_path / "README.md"
+    card.write_text(f"# m\n\n{SCORES_HEADING}\n\nintro\n\n## Samples\n\nkeep\n")
+    replace_card_section(card, "### faces", "A1", parent=SCORES_HEADING)
+    replace_card_section(card, "### horses", "B1", parent=SCORES_HEADING)
+    replace_card_section(card, "### faces", "A2", parent=SCORES_HEADING)
+    text = card.read_text()
+    assert "A1" not in text
+    order = [text.index(s) for s in ("intro", "### faces", "A2", "### horses", "B1", "## Samples")]
+    assert order == sorted(order)
+    assert text.endswith("## Samples\n\nkeep\n")

@@ -40,6 +40,16 @@ DATASETS = {
     ),
     "weizmann_horse": collections.weizmann_horses,
 }
+_LANDMARKS = (
+    "landmark regression from part centres (5 landmarks, affine least squares fitted on the "
+    "training split, error in % of the inter-ocular distance) and NMI / ARI of the "
+    "part labels at the 68 landmarks (both x100)"
+)
+PROTOCOLS = {
+    "faces300w": _LANDMARKS,
+    "faces300w-zoomshift": _LANDMARKS + " on faces under a fixed random zoom in [0.6, 1] and shift",
+    "weizmann_horse": "foreground IoU (label != 0 vs the mask), per image, averaged",
+}
 
 
 def landmarks_of(data: Collection) -> np.ndarray:
@@ -181,12 +191,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n-fit", type=int, help="faces used to fit the regressor (default: all)")
     p.add_argument("--json", type=Path, help="also write the scores as JSON")
     p.add_argument(
+        "--card",
+        action="store_true",
+        help="write the table into the model folder's README.md (section '### DATASET')",
+    )
+    p.add_argument(
         "--refine",
         metavar="SSN",
         help="also score with parts snapped to this SSN's superpixels (foreground IoU only)",
     )
     args = p.parse_args(argv)
     from .. import from_pretrained
+
+    card = Path(args.model) / "README.md"
+    if args.card and not card.is_file():
+        print(
+            f"copart-hub eval parts: error: --card needs a model folder with a README.md, "
+            f"got {args.model}",
+            file=sys.stderr,
+        )
+        return 2
 
     try:
         model = from_pretrained(args.model)
@@ -219,4 +243,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_rows(rows))
     if args.json:
         args.json.write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=2) + "\n")
+    if args.card:
+        _write_card(card, args, len(test.images), rows)
     return 0
+
+
+def _write_card(card: Path, args: argparse.Namespace, n_test: int, rows: dict) -> None:
+    """Put the table and the command that reproduces it under ``### DATASET`` in the card."""
+    from ..hub.card import SCORES_HEADING, replace_card_section
+
+    options = "".join(
+        f" --{name.replace('_', '-')} {value}"
+        for name, value in (("n_fit", args.n_fit), ("refine", args.refine))
+        if value is not None
+    )
+    body = (
+        f"`{args.dataset}`, held-out split ({n_test} images never used to fit weights), "
+        f"{PROTOCOLS[args.dataset]}. Baselines ran in the same run.\n\n"
+        + format_rows(rows)
+        + "\n\nReproduce with:\n\n```bash\ncopart-hub eval parts --model <this folder> "
+        f"--dataset {args.dataset}{options}\n```"
+    )
+    replace_card_section(card, f"### {args.dataset}", body, parent=SCORES_HEADING)
+    print(f"updated {card}")

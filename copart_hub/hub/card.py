@@ -74,14 +74,37 @@ def write_model_card(model: nn.Module, path: str | Path, info: dict[str, Any]) -
 SCORES_HEADING = "## Held-out scores"
 
 
-def replace_card_section(card_path: str | Path, heading: str, body: str) -> None:
-    """Replace the text under ``heading`` (up to the next ``## `` heading) in a card."""
-    path = Path(card_path)
-    text = path.read_text(encoding="utf-8")
+def _section_span(text: str, heading: str) -> tuple[int, int] | None:
+    """``(body start, body end)`` of ``heading``: up to the next heading of the same or a
+    higher level (``## a`` ends at ``## b`` or ``# c``, not at ``### d``)."""
     start = text.find(heading + "\n")
     if start < 0:
-        raise ValueError(f"{path} has no section {heading!r}")
+        return None
+    level = len(heading) - len(heading.lstrip("#"))
     body_start = start + len(heading) + 1
-    nxt = text.find("\n## ", body_start)
-    end = len(text) if nxt < 0 else nxt + 1
-    path.write_text(text[:body_start] + "\n" + body.strip() + "\n\n" + text[end:], encoding="utf-8")
+    end = len(text)
+    for k in range(1, level + 1):
+        nxt = text.find("\n" + "#" * k + " ", body_start)
+        if nxt >= 0:
+            end = min(end, nxt + 1)
+    return body_start, end
+
+
+def replace_card_section(
+    card_path: str | Path, heading: str, body: str, parent: str | None = None
+) -> None:
+    """Replace the text under ``heading`` in a card. A missing ``heading`` is appended at the
+    end of the ``parent`` section when one is given, else it is an error."""
+    path = Path(card_path)
+    text = path.read_text(encoding="utf-8")
+    block = "\n" + body.strip() + "\n\n"
+    span = _section_span(text, heading)
+    if span is None:
+        parent_span = _section_span(text, parent) if parent else None
+        if parent_span is None:
+            raise ValueError(f"{path} has no section {heading!r}")
+        at = parent_span[1]
+        text = text[:at] + heading + "\n" + block + text[at:]
+    else:
+        text = text[: span[0]] + block + text[span[1] :]
+    path.write_text(text, encoding="utf-8")
