@@ -35,7 +35,7 @@ from .pipelines import _prepare
 from .processing import ImageInput, image_to_tensor, load_image
 from .visualize import render_legend
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PartSwapper", "part_legend"]
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PartSwapper", "part_legend", "smooth_boxes"]
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,6 +44,8 @@ DEFAULT_FPS = 25.0
 CROP_MARGIN = 0.25
 #: feather width (Gaussian sigma and border taper) as a fraction of the crop side
 FEATHER = 1 / 32
+#: videos: crop boxes are averaged over a centred window of this many seconds (no jitter)
+BOX_SMOOTHING_S = 0.5
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
 
@@ -85,6 +87,23 @@ def _square_box(fg: np.ndarray | None, height: int, width: int, margin: float) -
     y0 = int(np.clip(round(cy - box_h / 2), 0, height - box_h))
     x0 = int(np.clip(round(cx - box_w / 2), 0, width - box_w))
     return y0, x0, box_h, box_w
+
+
+def smooth_boxes(boxes: Sequence[Box], height: int, width: int, window: int) -> list[Box]:
+    """Centred moving average (``window`` frames, shorter at the ends) of the boxes' centres and
+    sides, kept inside the ``height x width`` frame: a steady crop for video part swap."""
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    centres = arr[:, :2] + arr[:, 2:] / 2  # (cy, cx)
+    values = np.concatenate([centres, arr[:, 2:]], axis=1)
+    half = max(0, window) // 2
+    out = []
+    for t in range(len(arr)):
+        cy, cx, h, w = values[max(0, t - half) : t + half + 1].mean(0)
+        box_h, box_w = min(height, max(1, round(h))), min(width, max(1, round(w)))
+        y0 = int(np.clip(round(cy - box_h / 2), 0, height - box_h))
+        x0 = int(np.clip(round(cx - box_w / 2), 0, width - box_w))
+        out.append((y0, x0, box_h, box_w))
+    return out
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -155,13 +174,15 @@ class PartSwapper:
         parts: list[int],
         hard: bool,
         use_source_segmentation: bool,
+        box: Box | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One target frame -> (``uint8 [H, W, 3]`` result, ``float32 [H, W]`` paste alpha).
 
-        :meth:`MCSModel.part_swap` on the located crop, reusing the source segmentation.
+        :meth:`MCSModel.part_swap` on the crop ``box`` (default: located in this frame),
+        reusing the source segmentation.
         """
         src, seg_source = source
-        top, left, h, w = self.locate(target)
+        top, left, h, w = box if box is not None else self.locate(target)
         tgt = self._to_model(target.crop((left, top, left + w, top + h)))
         seg_target = self.model.segmenter.segment(tgt)
         mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
@@ -217,8 +238,10 @@ class PartSwapper:
     ) -> Path:
         """Swap ``parts`` of ``source`` into every frame of an mp4/gif and write ``out_path``.
 
-        The output format follows the suffix: ``.mp4`` (H.264 when available, else MPEG-4;
-        input fps; no audio; odd sizes are padded by one edge pixel to even), ``.gif``, or
+        The crop around the object is located in every frame and smoothed over
+        ``BOX_SMOOTHING_S`` seconds, so it does not jitter. The output format follows the
+        suffix: ``.mp4`` (H.264 when available, else MPEG-4; input fps; no audio; odd sizes are
+        padded by one edge pixel to even), ``.gif``, or
         ``.png``/``.jpg`` for a one-frame target. Raises ``ValueError`` for an unsupported
         suffix, an undecodable video, a video longer than ``max_frames``, or an ``out_path``
         that is an input file.
@@ -240,9 +263,21 @@ class PartSwapper:
                 f"has {len(frames)} frames (use .mp4 or .gif)"
             )
         src = self._prepare_source(source)
+        images = [Image.fromarray(f) for f in frames]
+        boxes = [
+            self.locate(img)
+            for img in tqdm(images, desc="locate", unit="frame", disable=not progress)
+        ]
+        window = max(1, round((fps if fps > 0 else DEFAULT_FPS) * BOX_SMOOTHING_S))
+        boxes = smooth_boxes(boxes, frames.shape[1], frames.shape[2], window)
         results = [
-            self._swap_frame(src, Image.fromarray(f), parts, hard, use_source_segmentation)[0]
-            for f in tqdm(frames, desc="part swap", unit="frame", disable=not progress)
+            self._swap_frame(src, img, parts, hard, use_source_segmentation, box)[0]
+            for img, box in tqdm(
+                list(zip(images, boxes, strict=True)),
+                desc="part swap",
+                unit="frame",
+                disable=not progress,
+            )
         ]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".mp4":

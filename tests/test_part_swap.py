@@ -190,3 +190,16 @@ def test_mp4_writer_roundtrip(tmp_path: Path) -> None:
     _write_mp4(_frames(2, 47, 63), 12.0, path)
     with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.width == 64
+
+
+def test_smooth_boxes_removes_jitter_and_stays_inside() -> None:
+    from copart_hub.part_swap import smooth_boxes
+
+    jitter = [(10 + (5 if t % 2 else -5), 20, 40, 40) for t in range(9)]
+    smooth = smooth_boxes(jitter, 100, 120, window=5)
+    tops = [b[0] for b in smooth[2:-2]]
+    assert max(tops) - min(tops) <= 2  # +-5 px alternation averages out
+    assert smooth_boxes(jitter, 100, 120, window=1) == jitter
+    edge = smooth_boxes([(0, 0, 50, 50), (60, 80, 50, 50)], 100, 120, window=3)
+    for top, left, h, w in edge:
+        assert top >= 0 and top + h <= 100 and left >= 0 and left + w <= 120
