@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sw.set_defaults(handler=_swap)
 
+    fr = sub.add_parser(
+        "frames", help="extract video frames as PNGs (e.g. to train SCOPS on a video collection)"
+    )
+    fr.add_argument("videos", nargs="+", type=Path, help="mp4/gif/... files")
+    fr.add_argument("--every", type=_positive_int, default=1, help="keep every N-th frame")
+    fr.add_argument("--size", type=_positive_int, help="resize frames to SIZE x SIZE")
+    fr.add_argument("--out", type=Path, required=True, help="output folder")
+    fr.set_defaults(handler=_frames)
+
     # Listed for --help only: main() hands their arguments over before parsing.
     tasks = ", ".join(EVAL_TASKS)
     sub.add_parser("eval", help=f"{DELEGATES['eval'][1]} (tasks: {tasks}); 'eval TASK --help'")
@@ -281,6 +290,32 @@ def _saliency(args: argparse.Namespace) -> int:
     for path, sal, (png,) in zip(names, maps, outputs, strict=True):
         Image.fromarray(np.round(sal * 255).astype(np.uint8)).save(png)
         print(f"{path}: saliency -> {png}")
+    return 0
+
+
+def _frames(args: argparse.Namespace) -> int:
+    """Every ``--every``-th frame of each video -> ``OUT/<stem>_<frame>.png``."""
+    from PIL import Image
+
+    from .data.videos import read_video
+
+    decoded = []
+    for path in args.videos:
+        try:
+            decoded.append(read_video(path, args.size)[0][:: args.every])
+        except (FileNotFoundError, ValueError) as err:
+            raise CliError(str(err)) from None
+    stems = [
+        Path(f"{p.stem}_{i * args.every:05d}")
+        for p, f in zip(args.videos, decoded, strict=True)
+        for i in range(len(f))
+    ]
+    outputs = _output_paths(stems, args.out, (".png",))
+    _prepare_out(args.out)
+    frames = [frame for video in decoded for frame in video]
+    for frame, (png,) in zip(frames, outputs, strict=True):
+        Image.fromarray(frame).save(png)
+    print(f"{len(frames)} frames of {len(args.videos)} videos -> {args.out}")
     return 0
 
 

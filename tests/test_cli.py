@@ -163,3 +163,18 @@ def test_python_dash_m_entry_point(image_file: Path, tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [
         f"copart-hub: error: {tmp_path}/missing.png: no such file"
     ]
+
+
+def test_frames_every_nth_and_bad_video(tmp_path: Path, capsys) -> None:
+    frames = [Image.new("RGB", (20, 10), (40 * i, 0, 0)) for i in range(5)]
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    out = tmp_path / "out"
+    assert main(["frames", str(gif), "--every", "2", "--size", "8", "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["clip_00000.png", "clip_00002.png", "clip_00004.png"]
+    assert Image.open(out / "clip_00002.png").size == (8, 8)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nope")
+    assert main(["frames", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "bad.mp4" in capsys.readouterr().err and not (tmp_path / "o2").exists()

@@ -43,4 +43,34 @@ def test_scores_on_held_out_faces_and_horses(tmp_path: Path, capsys):
     assert main(["--model", str(folder), "--dataset", "weizmann_horse"]) == 0
     out = capsys.readouterr().out
     assert "mean mask" in out and "untrained" in out and "DFF" in out and "saliency" in out
-    assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse"}
+    assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse", "taichi"}
+
+
+@needs_data
+@pytest.mark.slow
+def test_taichi_protocol_with_comparison_and_card(
+    tmp_path: Path, capsys, tiny_mcs_checkpoint: Path
+) -> None:
+    import shutil
+
+    from copart_hub.data.videos import taichi_frames
+
+    fit, test = taichi_frames("train", every=60), taichi_frames("val", every=60)
+    assert fit.keypoints.shape == (len(fit.images), 33, 2) and test.load_mask(0).dtype == bool
+    model = copart_hub.from_pretrained(tiny_mcs_checkpoint)
+    scores = evaluate(model, "taichi", data=(fit, test))
+    assert 0 <= scores["fg_iou"] <= 1 and scores["mae_sum"] > 0
+    assert 0 < scores["mae_coords"] <= 66
+    folder = tmp_path / "mcs"
+    shutil.copytree(tiny_mcs_checkpoint, folder)
+    (folder / "README.md").write_text("# m\n\n## Held-out scores\n\nx\n\n## Limitations\n")
+    scops = tmp_path / "scops"
+    copart_hub.create_model("scops_resnet18", num_parts=3, input_size=(32, 32)).save_pretrained(
+        scops
+    )
+    argv = ["--model", str(folder), "--dataset", "taichi", "--compare", str(scops), "--card"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert str(scops) in out and "untrained" in out and "mean mask" in out and "DFF" not in out
+    card = (folder / "README.md").read_text()
+    assert "### taichi" in card and f"--compare {scops}" in card and "mae_sum" in card

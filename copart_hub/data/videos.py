@@ -18,6 +18,7 @@ from .collections import _check_split, _root
 
 TAICHI_VAL_CLIPS = (12, 13)
 NUM_POSE_KEYPOINTS = 33  # MediaPipe Pose
+TAICHI_EVAL_EVERY = 10  # evaluation protocol: every 10th frame of each clip
 
 
 def _target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -115,3 +116,40 @@ def taichi_clips(split: str = "train", root: str | Path | None = None) -> list[T
     if not clips:
         raise FileNotFoundError(f"no {split} clips in {base / 'videos'}")
     return clips
+
+
+@dataclass
+class TaichiFrames:
+    """Every ``every``-th frame of a split's Tai-Chi clips with their person masks and pose
+    keypoints, in memory (evaluation only). Reads like a :class:`Collection`: ``images``,
+    ``load_image(i)``, ``load_mask(i)``; ``landmarks`` is ``None`` (the keypoints are not
+    face landmarks), ``keypoints`` is ``float32 [N, 33, 2]`` pixels, NaN where undetected."""
+
+    name: str
+    split: str
+    images: list[np.ndarray]  # uint8 [H, W, 3]
+    person_masks: list[np.ndarray]  # bool [H, W]
+    keypoints: np.ndarray
+    landmarks: None = None
+
+    def load_image(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+    def load_mask(self, i: int) -> np.ndarray:
+        return self.person_masks[i]
+
+
+def taichi_frames(
+    split: str = "val", root: str | Path | None = None, every: int = TAICHI_EVAL_EVERY
+) -> TaichiFrames:
+    """Frames ``0, every, 2*every, ...`` of every clip of ``split`` (see :func:`taichi_clips`)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    images, masks, points = [], [], []
+    for clip in taichi_clips(split, root):
+        frames = clip.frames()
+        idx = np.arange(0, len(frames), every)
+        images += list(frames[idx])
+        masks += list(clip.masks(idx))
+        points.append(clip.keypoints()[idx, :, :2])
+    return TaichiFrames("taichi", split, images, masks, np.concatenate(points))

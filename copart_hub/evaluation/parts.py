@@ -6,9 +6,15 @@ Protocols (SPEC B1, B2b, B3), on the fixed held-out splits of :mod:`copart_hub.d
   landmark regression from part centres (5 points, affine least squares fitted
   on training-split faces, error in % of the inter-ocular distance), and NMI / ARI of the part
   labels under the 68 landmarks (full: background included; fg: landmarks on parts only);
-- ``weizmann_horse``: foreground IoU (label != 0 vs the mask), per image, averaged.
+- ``weizmann_horse``: foreground IoU (label != 0 vs the mask), per image, averaged;
+- ``taichi`` (SPEC B4 on MediaPipe pseudo ground truth, every 10th frame; val = clips 12-13):
+  foreground IoU against the person masks, and keypoint regression from part centres (one
+  affine regressor per coordinate of the 33 keypoints, fitted on the training clips, sum of
+  the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped).
 Baselines: the mean training shape (faces), the mean training mask thresholded at 0.5
-(horses), an untrained model of the same architecture, and DFF (NMF of backbone features).
+(horses, Tai-Chi), boundary saliency (horses, Tai-Chi), an untrained model of the same
+architecture, DFF (NMF of the model's own backbone features; models with a timm backbone), and
+any ``--compare`` models.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from PIL import Image
 
 from ..data import collections
 from ..data.collections import Collection, ZoomShiftCollection, five_landmarks
+from ..data.videos import taichi_frames
 from ..metrics.parts import (
     foreground_iou,
+    keypoint_mae,
     landmark_nmi_ari,
     landmark_regression_error,
     mean_shape_error,
@@ -39,6 +47,7 @@ DATASETS = {
         collections.faces300w(split, root), seed=0 if split == "train" else 1
     ),
     "weizmann_horse": collections.weizmann_horses,
+    "taichi": taichi_frames,
 }
 _LANDMARKS = (
     "landmark regression from part centres (5 landmarks, affine least squares fitted on the "
@@ -49,6 +58,11 @@ PROTOCOLS = {
     "faces300w": _LANDMARKS,
     "faces300w-zoomshift": _LANDMARKS + " on faces under a fixed random zoom in [0.6, 1] and shift",
     "weizmann_horse": "foreground IoU (label != 0 vs the mask), per image, averaged",
+    "taichi": (
+        "every 10th frame: foreground IoU against the MediaPipe person masks, and the sum over "
+        "the 33 pose keypoints x 2 coordinates of the test MAE (pixels at 256x256) of affine "
+        "regressors from part centres fitted on the training clips"
+    ),
 }
 
 
@@ -122,34 +136,48 @@ def saliency_iou(test: Collection, threshold: float = 0.5) -> float:
     return float(np.mean(ious))
 
 
+def evaluate_keypoints(model: torch.nn.Module, fit: Any, test: Any) -> dict[str, float]:
+    """Tai-Chi keypoint regression from part centres (``mae_sum``, ``mae_coords``)."""
+    feats = [
+        np.nan_to_num(np.stack([r.centres.reshape(-1) for r in _segment(model, d, range(n))]))
+        for d, n in ((fit, len(fit.images)), (test, len(test.images)))
+    ]
+    return keypoint_mae(feats[0], fit.keypoints, feats[1], test.keypoints)
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: str,
     root: str | Path | None = None,
     n_fit: int | None = None,
     refine: str | None = None,
+    data: tuple[Any, Any] | None = None,
 ) -> dict[str, float]:
     """The dataset's protocol for one model (train split fits regressors, val is scored).
 
     ``refine`` (an SSN name/path) snaps part maps to superpixels; it applies to foreground IoU.
+    ``data`` passes already loaded ``(fit, test)`` splits (they are loaded otherwise).
     """
-    fit, test = DATASETS[dataset]("train", root), DATASETS[dataset]("val", root)
+    fit, test = data or (DATASETS[dataset]("train", root), DATASETS[dataset]("val", root))
     if test.landmarks is not None:
         return evaluate_landmarks(model, fit, test, n_fit)
-    return evaluate_foreground(model, test, refine)
+    scores = evaluate_foreground(model, test, refine)
+    if dataset == "taichi":
+        scores.update(evaluate_keypoints(model, fit, test))
+    return scores
 
 
 def untrained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """A randomly initialised model with the same configuration."""
+    """A randomly initialised model with the same configuration (same seed every time)."""
     cfg = dict(model.config)
     cfg.pop("architecture")
     torch.manual_seed(0)
     return type(model)(**cfg).eval()
 
 
-def dff_baseline(model: torch.nn.Module, dataset: str, root: str | Path | None) -> torch.nn.Module:
+def dff_baseline(model: torch.nn.Module, fit: Any) -> torch.nn.Module:
     """DFF with the model's own trained backbone (no ImageNet weights exist here), fitted on
-    training-split images."""
+    (up to 200) images of the training split ``fit``."""
     from ..models.dff import DFF
     from ..processing import image_to_tensor
 
@@ -160,7 +188,6 @@ def dff_baseline(model: torch.nn.Module, dataset: str, root: str | Path | None) 
         feature_index=-1,
     )
     dff.encoder.load_state_dict(model.encoder.state_dict())
-    fit = DATASETS[dataset]("train", root)
     mean = torch.tensor(dff.image_mean).view(3, 1, 1)
     std = torch.tensor(dff.image_std).view(3, 1, 1)
     pick = np.linspace(0, len(fit.images) - 1, min(200, len(fit.images))).astype(int)
@@ -200,6 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SSN",
         help="also score with parts snapped to this SSN's superpixels (foreground IoU only)",
     )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help="more part models scored in the same run (e.g. SCOPS trained on the same frames)",
+    )
     args = p.parse_args(argv)
     from .. import from_pretrained
 
@@ -214,20 +248,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         model = from_pretrained(args.model)
-        fit, test = (
-            DATASETS[args.dataset]("train", args.root),
-            DATASETS[args.dataset]("val", args.root),
-        )
-        rows: dict[str, dict[str, Any]] = {}
-        rows["this model"] = evaluate(model, args.dataset, args.root, args.n_fit)
+        data = DATASETS[args.dataset]("train", args.root), DATASETS[args.dataset]("val", args.root)
+        fit, test = data
+
+        def score(m: torch.nn.Module, refine: str | None = None) -> dict[str, float]:
+            return evaluate(m, args.dataset, args.root, args.n_fit, refine, data)
+
+        rows: dict[str, dict[str, Any]] = {"this model": score(model)}
         if args.refine and test.landmarks is None:
-            rows[f"this model + {args.refine} snap"] = evaluate(
-                model, args.dataset, args.root, args.n_fit, args.refine
-            )
-        rows["untrained"] = evaluate(untrained_like(model), args.dataset, args.root, args.n_fit)
-        rows["DFF (own backbone)"] = evaluate(
-            dff_baseline(model, args.dataset, args.root), args.dataset, args.root, args.n_fit
-        )
+            rows[f"this model + {args.refine} snap"] = score(model, args.refine)
+        for other in args.compare:
+            rows[str(other)] = score(from_pretrained(other))
+        rows["untrained"] = score(untrained_like(model))
+        if "backbone" in model.config:
+            rows["DFF (own backbone)"] = score(dff_baseline(model, fit))
         if test.landmarks is not None:
             err = mean_shape_error(
                 five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
@@ -256,7 +290,7 @@ def _write_card(card: Path, args: argparse.Namespace, n_test: int, rows: dict) -
         f" --{name.replace('_', '-')} {value}"
         for name, value in (("n_fit", args.n_fit), ("refine", args.refine))
         if value is not None
-    )
+    ) + (" --compare " + " ".join(args.compare) if args.compare else "")
     body = (
         f"`{args.dataset}`, held-out split ({n_test} images never used to fit weights), "
         f"{PROTOCOLS[args.dataset]}. Baselines ran in the same run.\n\n"

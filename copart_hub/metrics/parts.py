@@ -46,6 +46,28 @@ def landmark_regression_error(
     return {"landmark_error_iod_pct": float(err.mean() * 100)}
 
 
+def keypoint_mae(
+    train_features: np.ndarray,
+    train_points: np.ndarray,
+    test_features: np.ndarray,
+    test_points: np.ndarray,
+) -> dict[str, float]:
+    """MCS protocol B4: one affine regressor per keypoint coordinate from part centres
+    ``[N, 2K]`` to keypoints ``[N, P, 2]`` (NaN = undetected: those frames are skipped for that
+    keypoint). Returns ``mae_sum`` (sum of the per-coordinate test MAEs, pixels) and
+    ``mae_coords`` (how many of the 2P coordinates could be fitted and scored)."""
+    maes = []
+    for j in range(train_points.shape[1]):
+        for c in range(2):
+            fit, test = ~np.isnan(train_points[:, j, c]), ~np.isnan(test_points[:, j, c])
+            if not fit.any() or not test.any():
+                continue
+            coef = fit_linear_regressor(train_features[fit], train_points[fit, j, c : c + 1])
+            pred = _design(test_features[test]) @ coef
+            maes.append(float(np.abs(pred[:, 0] - test_points[test, j, c]).mean()))
+    return {"mae_sum": float(np.sum(maes)), "mae_coords": float(len(maes))}
+
+
 def mean_shape_error(train_landmarks: np.ndarray, test_landmarks: np.ndarray) -> float:
     """Error (% IOD) of predicting the mean training shape for every test image."""
     pred = train_landmarks.mean(0, keepdims=True)

@@ -24,11 +24,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
-from copart_hub.data.videos import TaichiClip, taichi_clips
+from copart_hub.data.videos import TaichiClip, TaichiFrames, taichi_clips, taichi_frames
+from copart_hub.evaluation.parts import evaluate
 from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
-from copart_hub.metrics.parts import fit_linear_regressor, foreground_iou
 from copart_hub.models.mcs import MCSModel, MCSSegmentation
-from copart_hub.ops.coordinates import part_centres
 from copart_hub.ops.warps import random_mcs_tps
 
 from ..sampling import sample_rng
@@ -155,6 +154,7 @@ class McsTask(Task):
             weights["perceptual"] = tuple(weights["perceptual"])
         self.weights = McsLossWeights(**weights)
         self._frames: dict[str, list[np.ndarray]] = {}
+        self._eval_data: tuple[TaichiFrames, TaichiFrames] | None = None
 
     # ----------------------------------------------------------------- data
     def clips(self, split: str) -> list[TaichiClip]:
@@ -224,66 +224,18 @@ class McsTask(Task):
         return loss, logs
 
     # ----------------------------------------------------------------- validation
-    @torch.no_grad()
-    def _segment_clip(
-        self, model: MCSModel, frames: np.ndarray, out_size: tuple[int, int], batch: int = 16
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``uint8 [N, h, w, 3]`` -> labels ``[N, H, W]`` and part centres ``[N, 2K]``
-        in pixels of ``out_size`` (softmax upsampled to it, inclusive grid)."""
-        device = next(model.parameters()).device
-        labels, centres = [], []
-        height, width = out_size
-        scale = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=device)
-        for i in range(0, len(frames), batch):
-            x = torch.from_numpy(frames[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
-            probs = model.segmenter(x / 255).softmax(1)
-            probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=True)
-            labels.append(probs.argmax(1).cpu().numpy())
-            c = part_centres(probs[:, 1:], CENTRE_EPS, "inclusive")
-            centres.append(((c + 1) * scale).flatten(1).cpu().numpy())
-        return np.concatenate(labels), np.concatenate(centres)
-
-    def _features(
-        self, model: MCSModel, split: str, with_iou: bool
-    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        """Part centres ``[N, 2K]``, keypoints ``[N, 33, 2]`` and (``with_iou``) per-frame
-        foreground IoUs of every ``val_every_nth_frame``-th frame of the split's clips."""
-        step = self.args["val_every_nth_frame"]
-        feats, points, ious = [], [], []
-        for clip, frames in zip(self.clips(split), self.frames(split), strict=True):
-            idx = np.arange(0, len(frames), step)
-            masks = clip.masks(idx)
-            labels, centres = self._segment_clip(model, frames[idx], masks.shape[1:])
-            feats.append(centres)
-            points.append(clip.keypoints()[idx, :, :2])
-            if with_iou:
-                ious += [foreground_iou(lab, m) for lab, m in zip(labels, masks, strict=True)]
-        return np.concatenate(feats), np.concatenate(points), ious
-
-    @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """``fg_iou`` (argmax != 0 vs the person masks, per frame, averaged over the val clips),
-        ``mae_sum`` (sum over (keypoint, coordinate) of the val MAE of an affine least-squares
-        fit on training frames where that keypoint is detected; ``mae_coords`` of the 66 could be
-        scored) and ``score`` = ``fg_iou``."""
-        train_x, train_y, _ = self._features(model, "train", with_iou=False)
-        test_x, test_y, ious = self._features(model, "val", with_iou=True)
-        maes = []
-        for j in range(train_y.shape[1]):
-            for c in range(2):
-                fit, test = ~np.isnan(train_y[:, j, c]), ~np.isnan(test_y[:, j, c])
-                if not fit.any() or not test.any():
-                    continue
-                coef = fit_linear_regressor(train_x[fit], train_y[fit, j, c : c + 1])
-                pred = np.concatenate([test_x[test], np.ones((test.sum(), 1))], 1) @ coef
-                maes.append(float(np.abs(pred[:, 0] - test_y[test, j, c]).mean()))
-        fg_iou = float(np.mean(ious))
-        return {
-            "fg_iou": fg_iou,
-            "mae_sum": float(np.sum(maes)),
-            "mae_coords": float(len(maes)),
-            "score": fg_iou,
-        }
+        """The Tai-Chi protocol of ``copart-hub eval parts --dataset taichi`` (``fg_iou`` against
+        the person masks, keypoint ``mae_sum`` over ``mae_coords`` coordinates) on every
+        ``val_every_nth_frame``-th frame; ``score`` = ``fg_iou``."""
+        if self._eval_data is None:
+            every, root = self.args["val_every_nth_frame"], self.args["data_root"]
+            self._eval_data = (
+                taichi_frames("train", root, every),
+                taichi_frames("val", root, every),
+            )
+        scores = evaluate(model, "taichi", data=self._eval_data)
+        return {**scores, "score": scores["fg_iou"]}
 
     @torch.no_grad()
     def write_samples(self, model: nn.Module, path: Path) -> None:
