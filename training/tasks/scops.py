@@ -340,16 +340,17 @@ class ScopsTask(Task):
 
     @torch.no_grad()
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """The held-out protocol of the collection (``copart-hub eval parts``): landmark error
-        (% IOD) for faces, foreground IoU for horses."""
+        """The held-out protocol (``copart-hub eval parts``) of ``val_dataset``, by default of the
+        collection (none for a user folder): landmark error (% IOD) for faces, foreground IoU for
+        horses and Tai-Chi."""
         from copart_hub.evaluation.parts import evaluate
 
-        if self._val_collection() is None:
-            return {}
         a = self.args
-        dataset = a["val_dataset"] or (
-            "faces300w-zoomshift" if a["collection"] == "faces300w" else a["collection"]
-        )
+        dataset = a["val_dataset"]
+        if dataset is None and not a["data_dir"]:
+            dataset = "faces300w-zoomshift" if a["collection"] == "faces300w" else a["collection"]
+        if dataset is None:
+            return {}
         scores = evaluate(model, dataset, a["data_root"], a["val_fit_images"])
         key = "fg_iou" if "fg_iou" in scores else "landmark_error_iod_pct"
         return {**scores, "score": scores[key] if key == "fg_iou" else -scores[key]}
