@@ -1,5 +1,8 @@
 """Video frames with PyAV, and the Tai-Chi clips with their MediaPipe pseudo ground truth.
 
+PyAV's wheels bundle FFmpeg (H.264 decoding and encoding included), so reading and writing
+videos needs no system library.
+
 Tai-Chi split (fixed): ``clip_00`` .. ``clip_11`` are ``train``, ``clip_12`` and ``clip_13``
 are ``val``. The pseudo ground truth (MediaPipe Pose output, not human labels) is used only for
 evaluation, never for training.
