@@ -181,13 +181,23 @@ def _out_dir() -> Path:
     return out
 
 
+def _png(image: Image.Image, folder: Path, name: str) -> str:
+    """Save ``image`` as ``folder/name.png``; outputs are returned as files, never PIL images:
+    gradio caches a PIL output by rewriting a content-addressed file in place, and two requests
+    with the same picture (e.g. an empty part mask) then race with the download of the other
+    (truncated responses under load); files are copied into its cache atomically."""
+    path = folder / f"{name}.png"
+    image.save(path)
+    return str(path)
+
+
 # -- tab logic (plain functions, tested without a browser) ------------------------------------
 
 
 def segment(
     models: DemoModels, image_path: str | None, model_label: str | None, refine: bool
-) -> tuple[Image.Image, Image.Image, list[tuple[Image.Image, str]], list[str]]:
-    """-> overlay, legend, per-part masks (gallery), [labels PNG, JSON] for download."""
+) -> tuple[str, str, list[tuple[str, str]], list[str]]:
+    """-> overlay, legend, per-part masks (gallery), [labels PNG, JSON] (all file paths)."""
     image = read_image(image_path)
     name = _pick(models.parts, model_label, "part segmentation")
     if refine and models.superpixels is None:
@@ -196,25 +206,25 @@ def segment(
     result = _run(lambda: segmenter(image))
     k = result.num_parts
     colors = part_colors(k + 1)
+    out = _out_dir()
     gallery = []
     for part in range(1, k + 1):
         tint = np.asarray(image, dtype=np.float32) * 0.25
         on = result.labels == part
         tint[on] = 0.5 * np.asarray(image, dtype=np.float32)[on] + 0.5 * colors[part]
         area = f"{100 * result.areas[part - 1]:.1f}% of the image"
-        gallery.append((Image.fromarray(tint.astype(np.uint8)), f"part {part}: {area}"))
-    out = _out_dir()
+        mask = _png(Image.fromarray(tint.astype(np.uint8)), out, f"part_{part}")
+        gallery.append((mask, f"part {part}: {area}"))
     labels_png, json_path = out / "labels.png", out / "parts.json"
     Image.fromarray(result.labels.astype(np.uint8)).save(labels_png)
     summary = {"model": model_label, "refined": refine, **result.to_json()}
     json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return result.overlay, render_legend(k), gallery, [str(labels_png), str(json_path)]
+    overlay, legend = _png(result.overlay, out, "overlay"), _png(render_legend(k), out, "legend")
+    return overlay, legend, gallery, [str(labels_png), str(json_path)]
 
 
-def superpixels(
-    models: DemoModels, image_path: str | None, count: float
-) -> tuple[Image.Image, Image.Image, str]:
-    """-> SSN overlay, SLIC overlay, a line with the actual counts."""
+def superpixels(models: DemoModels, image_path: str | None, count: float) -> tuple[str, str, str]:
+    """-> SSN overlay, SLIC overlay (file paths), a line with the actual counts."""
     image = read_image(image_path)
     if models.superpixels is None:
         raise _error("No superpixel model is bundled with this installation.")
@@ -226,7 +236,9 @@ def superpixels(
         f"SSN ({models.superpixels}): {ssn.num_superpixels} superpixels; "
         f"SLIC (scikit-image): {n_slic} superpixels; requested {n}."
     )
-    return ssn.overlay, overlay_superpixels(image, slic_labels), text
+    out = _out_dir()
+    slic_overlay = overlay_superpixels(image, slic_labels)
+    return _png(ssn.overlay, out, "ssn"), _png(slic_overlay, out, "slic"), text
 
 
 def part_choices(num_parts: int) -> list[tuple[str, int]]:
@@ -235,9 +247,9 @@ def part_choices(num_parts: int) -> list[tuple[str, int]]:
 
 def target_parts(
     models: DemoModels, image_path: str | None, video_path: str | None, model_label: str | None
-) -> tuple[Image.Image | None, Image.Image | None, np.ndarray | None, Any]:
-    """Target (the video's first frame, else the image) -> its part overlay, legend, label map
-    and the part choices."""
+) -> tuple[str | None, str | None, np.ndarray | None, Any]:
+    """Target (the video's first frame, else the image) -> its part overlay and legend (file
+    paths), label map and the part choices."""
     if not image_path and not video_path:
         return None, None, None, gr.update(value=[])
     if video_path:
@@ -247,8 +259,10 @@ def target_parts(
     name = _pick(models.swap, model_label, "part swap")
     result = _run(lambda: _segmenter(name, None)(first))
     choices = part_choices(result.num_parts)
-    legend = render_legend(result.num_parts)
-    return result.overlay, legend, result.labels, gr.update(choices=choices, value=[])
+    out = _out_dir()
+    overlay = _png(result.overlay, out, "target_parts")
+    legend = _png(render_legend(result.num_parts), out, "legend")
+    return overlay, legend, result.labels, gr.update(choices=choices, value=[])
 
 
 def toggle_part(labels: np.ndarray | None, selected: Sequence[int], xy: Sequence[int]) -> list[int]:
@@ -272,8 +286,8 @@ def swap(
     parts: Sequence[int],
     mode: str,
     mask_from: str,
-) -> tuple[Image.Image | None, str | None, str]:
-    """-> (result image or None, result video path or None, downloadable file path)."""
+) -> tuple[str | None, str | None, str]:
+    """-> (result image path or None, result video path or None, downloadable file path)."""
     source = read_image(source_path, "a source image")
     name = _pick(models.swap, model_label, "part swap")
     if not parts:
@@ -294,9 +308,8 @@ def swap(
         return None, str(path), str(path)
     target = read_image(target_image, "a target image")
     result = _run(lambda: swapper.swap_image(source, target, parts, hard, from_source))
-    path = out / "part_swap.png"
-    result.save(path)
-    return result, None, str(path)
+    path = _png(result, out, "part_swap")
+    return path, None, path
 
 
 # -- examples ---------------------------------------------------------------------------------
@@ -442,9 +455,17 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
 
             sw_parts_view.select(on_select, [labels_state, sw_parts], sw_parts, api_name=False)
 
-            def run_swap(*args: Any, progress: gr.Progress = VIDEO_PROGRESS) -> Any:
-                # ``progress`` is gradio's hook: it mirrors the per-frame tqdm bar of videos.
-                return swap(models, *args)
+            def run_swap(
+                source: str | None,
+                target: str | None,
+                video: str | None,
+                model: str | None,
+                parts: list[int],
+                mode: str,
+                mask_from: str,
+                progress: gr.Progress = VIDEO_PROGRESS,  # mirrors the per-frame tqdm bars
+            ) -> Any:
+                return swap(models, source, target, video, model, parts, mode, mask_from)
 
             sw_run.click(
                 run_swap,

@@ -52,15 +52,15 @@ def test_zoo_models_are_sorted_by_kind() -> None:
 def test_segment_outputs(models: app.DemoModels, tmp_path: Path) -> None:
     image = _png(tmp_path / "a.png", 37, 53)
     overlay, legend, gallery, files = app.segment(models, image, "tiny parts", False)
-    assert overlay.size == (53, 37)
-    assert len(gallery) == 3 and all(img.size == (53, 37) for img, _ in gallery)
+    assert Image.open(overlay).size == (53, 37)
+    assert len(gallery) == 3 and all(Image.open(img).size == (53, 37) for img, _ in gallery)
     labels = np.asarray(Image.open(files[0]))
     assert labels.shape == (37, 53) and labels.max() <= 3
     summary = json.loads(Path(files[1]).read_text())
     assert summary["num_parts"] == 3 and summary["width"] == 53
     areas = [float(caption.split(": ")[1].split("%")[0]) for _, caption in gallery]
     assert sum(areas) == pytest.approx(100 * np.mean(labels > 0), abs=0.2)
-    assert legend.height > 0
+    assert Image.open(legend).height > 0
 
 
 def test_segment_refined_snaps_to_superpixels(models: app.DemoModels, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_segment_refined_snaps_to_superpixels(models: app.DemoModels, tmp_path: 
 def test_superpixels_side_by_side(models: app.DemoModels, tmp_path: Path) -> None:
     image = _png(tmp_path / "a.png", 60, 80)
     ssn, slic_overlay, text = app.superpixels(models, image, 50)
-    assert ssn.size == slic_overlay.size == (80, 60)
+    assert Image.open(ssn).size == Image.open(slic_overlay).size == (80, 60)
     assert "SSN" in text and "SLIC" in text and "requested 50" in text
 
 
@@ -90,14 +90,14 @@ def test_click_toggles_the_part_under_the_pointer() -> None:
 def test_target_parts_gives_the_label_map(models: app.DemoModels, tmp_path: Path) -> None:
     image = _png(tmp_path / "t.png", 30, 40)
     overlay, _legend, labels, update = app.target_parts(models, image, None, "tiny mcs")
-    assert overlay.size == (40, 30) and labels.shape == (30, 40)
+    assert Image.open(overlay).size == (40, 30) and labels.shape == (30, 40)
     assert [v for _, v in update["choices"]] == [0, 1, 2, 3]
 
 
 def test_swap_image_and_video(models: app.DemoModels, tmp_path: Path) -> None:
     src, tgt = _png(tmp_path / "s.png", 50, 40, 1), _png(tmp_path / "t.png", 33, 47, 2)
     image, video, download = app.swap(models, src, tgt, None, "tiny mcs", [1], "soft", "target")
-    assert video is None and image.size == (47, 33) and Path(download).is_file()
+    assert video is None and Image.open(image).size == (47, 33) and Path(download).is_file()
     frames = np.random.default_rng(3).integers(0, 256, (3, 30, 42, 3), dtype=np.uint8)
     clip = tmp_path / "clip.mp4"
     _write_mp4(list(frames), 12.0, clip)
@@ -197,6 +197,30 @@ def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
         client.predict(
             handle_file(tmp_path / "notes.txt"), "tiny parts", False, api_name="/segment"
         )
+
+
+@pytest.mark.slow
+def test_client_video_swap_reports_progress(server: str, tmp_path: Path) -> None:
+    import time
+
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    frames = np.random.default_rng(0).integers(0, 256, (80, 72, 88, 3), dtype=np.uint8)
+    clip = tmp_path / "clip.mp4"
+    _write_mp4(list(frames), 10.0, clip)
+    source = handle_file(_png(tmp_path / "s.png"))
+    job = client.submit(
+        source, None, handle_file(clip), "tiny mcs", [2], "soft", "target", api_name="/swap"
+    )
+    seen = set()
+    while not job.done():
+        for p in job.status().progress_data or []:
+            seen.add((p.desc, p.length))
+        time.sleep(0.02)
+    _, video, _ = job.result()
+    assert read_video(video)[0].shape == (80, 72, 88, 3)
+    assert ("part swap", 80) in seen or ("locate", 80) in seen
 
 
 @pytest.mark.slow
