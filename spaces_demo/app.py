@@ -76,17 +76,17 @@ class DemoModels:
 
 @functools.lru_cache(maxsize=8)
 def _model(name_or_path: str) -> CopartModel:
-    return load_model(name_or_path, "cpu")
+    return load_model(name_or_path)  # CUDA when available
 
 
 @functools.lru_cache(maxsize=8)
 def _segmenter(name_or_path: str, refine: str | None) -> PartSegmenter:
-    return PartSegmenter(_model(name_or_path), "cpu", refine=refine and _model(refine))
+    return PartSegmenter(_model(name_or_path), refine=refine and _model(refine))
 
 
 @functools.lru_cache(maxsize=4)
 def _swapper(name_or_path: str) -> PartSwapper:
-    return PartSwapper(_model(name_or_path), "cpu")
+    return PartSwapper(_model(name_or_path))
 
 
 # -- input checks -----------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def superpixels(models: DemoModels, image_path: str | None, count: float) -> tup
     if models.superpixels is None:
         raise _error("No superpixel model is bundled with this installation.")
     n = int(min(count, image.width * image.height))
-    ssn = _run(lambda: SuperpixelSegmenter(_model(models.superpixels), "cpu")(image, n))
+    ssn = _run(lambda: SuperpixelSegmenter(_model(models.superpixels))(image, n))
     slic_labels = slic(np.asarray(image), n_segments=n, compactness=10, start_label=0)
     n_slic = len(np.unique(slic_labels))
     text = (

@@ -178,3 +178,22 @@ def test_frames_every_nth_and_bad_video(tmp_path: Path, capsys) -> None:
     bad.write_bytes(b"nope")
     assert main(["frames", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "bad.mp4" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("name", ["scops_faces300w"])
+def test_segment_with_a_released_scops_checkpoint(name: str, tmp_path: Path) -> None:
+    import copart_hub
+
+    if name not in copart_hub.list_models(pretrained=True):
+        pytest.skip(f"{name} is not bundled in this installation")
+    image = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert main(["segment", str(image), "--model", name, "--out", str(out), "--device", "cpu"]) == 0
+    summary = json.loads((out / "face.json").read_text())
+    model = copart_hub.from_pretrained(name)
+    assert summary["num_parts"] == model.num_parts and (summary["width"], summary["height"]) == (
+        70,
+        90,
+    )
+    assert np.asarray(Image.open(out / "face_labels.png")).max() <= model.num_parts
