@@ -75,6 +75,15 @@ def test_one_frame_gif_reads_as_one_frame(tmp_path: Path):
     assert read_video(path, size=(6, 8))[0].shape == (1, 6, 8, 3)
 
 
+def test_max_frames_stops_decoding_with_a_clear_error(tmp_path: Path):
+    path = tmp_path / "four.gif"
+    frames = [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(4)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert read_video(path, max_frames=4)[0].shape[0] == 4
+    with pytest.raises(ValueError, match="more than 3 frames"):
+        read_video(path, max_frames=3)
+
+
 @needs_taichi
 def test_real_clip_and_split():
     val = taichi_clips("val")
