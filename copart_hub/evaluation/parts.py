@@ -201,7 +201,9 @@ def format_rows(rows: dict[str, dict[str, float]]) -> str:
     metrics = sorted({k for r in rows.values() for k in r})
     lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for name, r in rows.items():
-        cells = [f"{r[m]:.2f}" if m in r else "" for m in metrics]
+        cells = [
+            (f"{r[m]:.3f}" if abs(r[m]) < 1 else f"{r[m]:.2f}") if m in r else "" for m in metrics
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
