@@ -180,7 +180,7 @@ def test_frames_every_nth_and_bad_video(tmp_path: Path, capsys) -> None:
     assert "bad.mp4" in capsys.readouterr().err and not (tmp_path / "o2").exists()
 
 
-@pytest.mark.parametrize("name", ["scops_faces300w", "scops_horses"])
+@pytest.mark.parametrize("name", ["scops_faces300w", "scops_horses", "mcs_taichi"])
 def test_segment_with_a_released_scops_checkpoint(name: str, tmp_path: Path) -> None:
     import copart_hub
 
