@@ -68,9 +68,9 @@ class DemoModels:
                 found.superpixels = found.superpixels or name
             elif issubclass(arch, MCSModel):
                 found.swap[name] = name
-                found.parts[name] = name
             elif issubclass(arch, PartModel):
                 found.parts[name] = name
+        found.parts.update(found.swap)  # MCS segmenters last: image-collection models first
         return found
 
 
@@ -365,7 +365,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     seg_run = gr.Button("Segment", variant="primary")
                 with gr.Column():
                     seg_overlay = gr.Image(label="Parts", interactive=False, elem_id="seg-overlay")
-                    seg_legend = gr.Image(label="Legend", interactive=False, height=160)
+                    seg_legend = gr.Image(label="Legend", interactive=False, height=220)
             seg_masks = gr.Gallery(label="Per-part masks", columns=5, height="auto")
             seg_files = gr.File(
                 label="Label map (PNG, 0 = background) and JSON", file_count="multiple"
