@@ -429,7 +429,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     sw_parts = gr.CheckboxGroup(
                         part_choices(max_parts), label="Parts to swap", elem_id="sw-parts"
                     )
-                    sw_legend = gr.Image(label="Legend", interactive=False, height=120)
+                    sw_legend = gr.Image(label="Legend", interactive=False, height=220)
                     sw_run = gr.Button("Swap", variant="primary", elem_id="sw-run")
             with gr.Row():
                 sw_result = gr.Image(
