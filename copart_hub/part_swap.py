@@ -35,7 +35,14 @@ from .pipelines import _prepare
 from .processing import ImageInput, image_to_tensor, load_image
 from .visualize import render_legend
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PartSwapper", "part_legend", "smooth_boxes"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "PartSwapper",
+    "part_legend",
+    "smooth_boxes",
+    "write_video",
+]
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -159,17 +166,19 @@ class PartSwapper:
         fg = masks[0].argmax(0).cpu().numpy() != 0
         return _square_box(fg, image.height, image.width, self.margin)
 
-    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation]:
+    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation, Tensor]:
+        """Source -> its located crop, segmentation and encoded features (computed once for
+        every target frame)."""
         image = load_image(source)
         top, left, h, w = self.locate(image)
         crop = self._to_model(image.crop((left, top, left + w, top + h)))
         with torch.no_grad():
-            return crop, self.model.segmenter.segment(crop)
+            return crop, self.model.segmenter.segment(crop), self.model.generator.encode(crop)
 
     @torch.no_grad()
     def _swap_frame(
         self,
-        source: tuple[Tensor, MCSSegmentation],
+        source: tuple[Tensor, MCSSegmentation, Tensor],
         target: Image.Image,
         parts: list[int],
         hard: bool,
@@ -181,12 +190,12 @@ class PartSwapper:
         :meth:`MCSModel.part_swap` on the crop ``box`` (default: located in this frame),
         reusing the source segmentation.
         """
-        src, seg_source = source
+        src, seg_source, src_features = source
         top, left, h, w = box if box is not None else self.locate(target)
         tgt = self._to_model(target.crop((left, top, left + w, top + h)))
         seg_target = self.model.segmenter.segment(tgt)
         mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
-        swapped = self.model.generator.swap(src, tgt, seg_source, seg_target, mask)
+        swapped = self.model.generator.swap(src, tgt, seg_source, seg_target, mask, src_features)
         swapped = F.interpolate(swapped, size=(h, w), mode="bilinear", antialias=True)
         sigma = max(0.5, self.feather * max(h, w))
         alpha = F.interpolate(mask.clamp(0, 1), size=(h, w), mode="bilinear")
@@ -262,6 +271,27 @@ class PartSwapper:
                 f"{out_path.suffix} output needs a one-frame target, but {target_video_path} "
                 f"has {len(frames)} frames (use .mp4 or .gif)"
             )
+        results = self.swap_frames(
+            source, frames, fps, parts, hard, use_source_segmentation, progress
+        )
+        write_video(results, fps, out_path)
+        return out_path
+
+    def swap_frames(
+        self,
+        source: ImageInput,
+        frames: np.ndarray,
+        fps: float,
+        parts: Sequence[int],
+        hard: bool = False,
+        use_source_segmentation: bool = False,
+        progress: bool = True,
+    ) -> list[np.ndarray]:
+        """:meth:`swap_video` on decoded frames ``uint8 [T, H, W, 3]`` -> swapped frames.
+
+        ``fps`` (0 = unknown) sets the crop-box smoothing window.
+        """
+        parts = _check_parts(parts, self.num_parts)
         src = self._prepare_source(source)
         images = [Image.fromarray(f) for f in frames]
         boxes = [
@@ -270,7 +300,7 @@ class PartSwapper:
         ]
         window = max(1, round((fps if fps > 0 else DEFAULT_FPS) * BOX_SMOOTHING_S))
         boxes = smooth_boxes(boxes, frames.shape[1], frames.shape[2], window)
-        results = [
+        return [
             self._swap_frame(src, img, parts, hard, use_source_segmentation, box)[0]
             for img, box in tqdm(
                 list(zip(images, boxes, strict=True)),
@@ -279,14 +309,6 @@ class PartSwapper:
                 disable=not progress,
             )
         ]
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".mp4":
-            _write_mp4(results, fps if fps > 0 else DEFAULT_FPS, out_path)
-        elif suffix == ".gif":
-            _write_gif(results, fps if fps > 0 else DEFAULT_FPS, out_path)
-        else:
-            Image.fromarray(results[0]).save(out_path)
-        return out_path
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -296,6 +318,22 @@ def _same_path(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def write_video(frames: list[np.ndarray], fps: float, path: str | Path) -> Path:
+    """Frames -> ``path`` by suffix: ``.mp4``, ``.gif`` (``fps`` 0 = 25), or the first frame as
+    ``.png`` / ``.jpg``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fps = fps if fps > 0 else DEFAULT_FPS
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        _write_mp4(frames, fps, path)
+    elif suffix == ".gif":
+        _write_gif(frames, fps, path)
+    else:
+        Image.fromarray(frames[0]).save(path)
+    return path
 
 
 def _write_mp4(frames: list[np.ndarray], fps: float, path: Path) -> None:

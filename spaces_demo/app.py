@@ -31,7 +31,7 @@ from copart_hub.hub.resolve import ZOO_DIR
 from copart_hub.models.mcs import MCSModel
 from copart_hub.models.part_base import PartModel
 from copart_hub.models.ssn import SSN
-from copart_hub.part_swap import PartSwapper
+from copart_hub.part_swap import PartSwapper, write_video
 from copart_hub.pipelines import PartSegmenter, SuperpixelSegmenter, load_model
 from copart_hub.processing import load_image
 from copart_hub.visualize import overlay_superpixels, part_colors, render_legend
@@ -141,10 +141,11 @@ def read_image(path: str | None, what: str = "an image") -> Image.Image:
         raise _error(str(err)) from None
 
 
-def read_target_video(path: str) -> np.ndarray:
-    """Uploaded video -> ``uint8 [T, H, W, 3]`` frames, or ``gr.Error`` if unreadable/too big."""
+def read_target_video(path: str) -> tuple[np.ndarray, float]:
+    """Uploaded video -> ``(uint8 [T, H, W, 3] frames, fps)``, or ``gr.Error`` if unreadable or
+    too big."""
     try:
-        frames, _ = read_video(path, max_frames=MAX_VIDEO_FRAMES)
+        frames, fps = read_video(path, max_frames=MAX_VIDEO_FRAMES)
     except ValueError as err:
         if "more than" in str(err):
             raise _error(
@@ -156,7 +157,7 @@ def read_target_video(path: str) -> np.ndarray:
             f"This video is too large ({frames.shape[2]}x{frames.shape[1]}): the demo takes "
             f"frames up to {MAX_VIDEO_PIXELS / 1e6:.1f} MP."
         )
-    return frames
+    return frames, fps
 
 
 def _pick(choices: dict[str, str], label: str | None, what: str) -> str:
@@ -253,7 +254,7 @@ def target_parts(
     if not image_path and not video_path:
         return None, None, None, gr.update(value=[])
     if video_path:
-        first = Image.fromarray(read_target_video(video_path)[0])
+        first = Image.fromarray(read_target_video(video_path)[0][0])
     else:
         first = read_image(image_path, "a target image")
     name = _pick(models.swap, model_label, "part swap")
@@ -298,14 +299,10 @@ def swap(
     hard, from_source = mode == "hard", mask_from == "source"
     out = _out_dir()
     if target_video:
-        read_target_video(target_video)  # size and length checks with a friendly message
-        path = out / "part_swap.mp4"
-        _run(
-            lambda: swapper.swap_video(
-                source, target_video, parts, path, hard, from_source, max_frames=MAX_VIDEO_FRAMES
-            )
-        )
-        return None, str(path), str(path)
+        frames, fps = read_target_video(target_video)  # decoded once, with friendly checks
+        results = _run(lambda: swapper.swap_frames(source, frames, fps, parts, hard, from_source))
+        path = str(write_video(results, fps, out / "part_swap.mp4"))
+        return None, path, path
     target = read_image(target_image, "a target image")
     result = _run(lambda: swapper.swap_image(source, target, parts, hard, from_source))
     path = _png(result, out, "part_swap")

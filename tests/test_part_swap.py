@@ -203,3 +203,18 @@ def test_smooth_boxes_removes_jitter_and_stays_inside() -> None:
     edge = smooth_boxes([(0, 0, 50, 50), (60, 80, 50, 50)], 100, 120, window=3)
     for top, left, h, w in edge:
         assert top >= 0 and top + h <= 100 and left >= 0 and left + w <= 120
+
+
+def test_video_swap_encodes_the_source_once(swapper: PartSwapper, monkeypatch) -> None:
+    calls = []
+    encode = swapper.model.generator.encode
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return encode(x)
+
+    monkeypatch.setattr(swapper.model.generator, "encode", counting)
+    frames = np.stack([np.asarray(_image(30, 40, s)) for s in range(3)])
+    out = swapper.swap_frames(_image(50, 50, 9), frames, 10.0, [1], progress=False)
+    assert len(out) == 3 and out[0].shape == (30, 40, 3)
+    assert len(calls) == 1 + 3  # the source once, then one encode per target frame

@@ -286,13 +286,17 @@ class MCSGenerator(nn.Module):
         seg_source: MCSSegmentation,
         seg_target: MCSSegmentation,
         mask: Tensor,
+        source_features: Tensor | None = None,
     ) -> Tensor:
         """Part swap (SPEC C): ``decode(enc_T (1 - m) + V warp(enc_S) m)`` ``[B, 3, H, W]``.
 
         ``mask`` ``[B, 1, h, w]`` in the target frame (resized to the features).
+        ``source_features`` (``encode(source)``) saves re-encoding one source for many targets.
         """
         target_features = self.encode(target)
-        warped, _, _ = self.warp_source(self.encode(source), seg_source, seg_target)
+        if source_features is None:
+            source_features = self.encode(source)
+        warped, _, _ = self.warp_source(source_features, seg_source, seg_target)
         m = _resize(mask, target_features.shape[-2:])
         return self.decode(target_features * (1 - m) + warped * m, target.shape[-2:])
 
