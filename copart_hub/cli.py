@@ -67,16 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, help="checkpoint folder, zoo name or Hub repo id")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--batch-size", type=_positive_int, default=8)
+    seg.add_argument(
+        "--snap", metavar="SSN", help="snap parts to this SSN's superpixels (e.g. ssn_bsds500)"
+    )
+    seg.add_argument(
+        "--grabcut", action="store_true", help="refine the foreground with GrabCut (per image)"
+    )
     seg.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     seg.set_defaults(handler=_segment)
 
     sal = sub.add_parser(
-        "saliency", help="unsupervised foreground saliency (boundary connectivity)"
+        "saliency",
+        help="unsupervised foreground of any image (boundary-connectivity saliency, GrabCut)",
     )
     sal.add_argument("images", nargs="*", type=Path, help="input image files")
     sal.add_argument("--examples", action="store_true", help="use the bundled example images")
     sal.add_argument("--out", type=Path, required=True, help="output folder")
     sal.add_argument("--n", type=_positive_int, default=200, help="superpixels used (default 200)")
+    sal.add_argument(
+        "--method",
+        choices=("grabcut", "boundary"),
+        default="grabcut",
+        help="grabcut: binary foreground, saliency refined by GrabCut (default); "
+        "boundary: soft boundary-connectivity saliency",
+    )
     sal.set_defaults(handler=_saliency)
 
     sw = sub.add_parser(
@@ -261,7 +275,11 @@ def _segment(args: argparse.Namespace) -> int:
 
     names, images = _inputs(args)
     outputs = _output_paths(names, args.out, ("_labels.png", "_overlay.png", ".json"))
-    segmenter = _build(lambda: PartSegmenter(args.model, args.device, args.batch_size))
+    segmenter = _build(
+        lambda: PartSegmenter(
+            args.model, args.device, args.batch_size, refine=args.snap, grabcut=args.grabcut
+        )
+    )
     if segmenter.model.num_parts + 1 > MAX_UINT8_LABELS:
         raise CliError(f"{segmenter.model.num_parts} parts do not fit an 8-bit label PNG")
     results = segmenter(images)
@@ -281,11 +299,11 @@ def _saliency(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .saliency import boundary_connectivity_saliency
+    from .saliency import unsupervised_foreground
 
     names, images = _inputs(args)
     outputs = _output_paths(names, args.out, ("_saliency.png",))
-    maps = [boundary_connectivity_saliency(np.array(img), args.n) for img in images]
+    maps = [unsupervised_foreground(np.array(img), args.method, args.n) for img in images]
     _prepare_out(args.out)
     for path, sal, (png,) in zip(names, maps, outputs, strict=True):
         Image.fromarray(np.round(sal * 255).astype(np.uint8)).save(png)

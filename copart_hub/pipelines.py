@@ -26,6 +26,7 @@ from .models.ssn import SSN
 from .ops.slic import grid_shape
 from .ops.superpixel_pool import superpixel_pool, superpixel_unpool
 from .processing import ImagesInput, image_to_tensor, is_batch, to_pil_list
+from .saliency import grabcut_foreground
 from .visualize import overlay_parts, overlay_superpixels
 
 DEFAULT_SUPERPIXEL_MODEL = "ssn_bsds500"
@@ -106,7 +107,9 @@ class PartSegmenter:
     A full MCS checkpoint (segmenter + generator) runs its segmentation module.
     With ``refine`` (an SSN model or name, e.g. ``"ssn_bsds500"``) the part probabilities are
     averaged inside ``refine_spixels`` superpixels of the full-resolution image, which snaps
-    part boundaries to image edges.
+    part boundaries to image edges. With ``grabcut`` the foreground (label != 0) is refined by
+    GrabCut seeded with it (:func:`copart_hub.saliency.grabcut_foreground`): pixels it drops
+    become background, pixels it adds take their most probable part.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class PartSegmenter:
         batch_size: int = 8,
         refine: SSN | str | Path | None = None,
         refine_spixels: int = 300,
+        grabcut: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -129,6 +133,7 @@ class PartSegmenter:
         self.batch_size = batch_size
         self.refiner = SuperpixelSegmenter(refine, device) if refine is not None else None
         self.refine_spixels = refine_spixels
+        self.grabcut = grabcut
 
     def __call__(self, inputs: ImagesInput) -> PartSegmentation | list[PartSegmentation]:
         """One input -> one :class:`PartSegmentation`; a list/batch -> a list of them."""
@@ -167,6 +172,8 @@ class PartSegmenter:
         masks = up.softmax(0)  # [K+1, H, W]
         if self.refiner is not None:
             masks = self._snap(masks, image)
+        if self.grabcut:
+            masks = self._grabcut(masks, image)
         labels = masks.argmax(0)
         parts = masks[1:]
         mass = parts.sum((1, 2))  # [K]
@@ -189,6 +196,16 @@ class PartSegmenter:
         n = min(self.refine_spixels, image.width * image.height)
         sp = torch.from_numpy(self.refiner(image, n).labels).to(masks.device)[None]
         return superpixel_unpool(superpixel_pool(masks[None], sp), sp)[0]
+
+    @staticmethod
+    def _grabcut(masks: Tensor, image: Image.Image) -> Tensor:
+        """Foreground of ``[K+1, H, W]`` refined by GrabCut; parts keep their proportions."""
+        seeds = (masks.argmax(0) != 0).float().cpu().numpy()
+        fg = torch.from_numpy(grabcut_foreground(np.asarray(image.convert("RGB")), seeds))
+        fg = fg.to(masks)
+        parts = masks[1:] + 1e-12  # uniform where the softmax underflowed to 0
+        parts = parts / parts.sum(0, keepdim=True)
+        return torch.cat([(1 - fg)[None], parts * fg], 0)
 
 
 @dataclass

@@ -10,10 +10,19 @@ Zhu, Liang, Wei, Sun, "Saliency Optimization from Robust Background Detection", 
 4. background-weighted contrast ``wCtr`` as foreground weight;
 5. saliency = argmin of ``sum w_bg s^2 + sum w_fg (s - 1)^2 + sum w_ij (s_i - s_j)^2``, a
    sparse linear system.
+
+:func:`grabcut_foreground` turns such a prior into a binary foreground: GrabCut (Rother,
+Kolmogorov, Blake, SIGGRAPH 2004; OpenCV's implementation) with colour models per image, seeded
+by the prior and with a thin image border as certain background (the same boundary prior).
+On the Weizmann horses (held-out 48) it raises foreground IoU from 0.558 (saliency > 0.5) to
+0.742; on Tai-Chi frames from 0.576 to 0.633. :func:`unsupervised_foreground` picks a method.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+import cv2
 import numpy as np
 import torch
 from scipy import sparse
@@ -104,3 +113,59 @@ def boundary_connectivity_saliency(image: np.ndarray, n_superpixels: int = 200) 
         assoc, _ = differentiable_slic(feats, n, n_iter=10)
     labels = enforce_connectivity(assoc.hard_labels()[0].numpy(), assoc.num_spixels)
     return saliency_from_superpixels(image, labels)
+
+
+FOREGROUND_METHODS = ("grabcut", "boundary")
+ForegroundMethod = Literal["grabcut", "boundary"]
+
+
+def grabcut_foreground(
+    image: np.ndarray,
+    prior: np.ndarray,
+    threshold: float = 0.5,
+    border: float = 0.05,
+    iterations: int = 5,
+) -> np.ndarray:
+    """Binary foreground ``float32 [H, W]`` in {0, 1} by GrabCut seeded with ``prior``.
+
+    ``image`` is RGB uint8 ``[H, W, 3]``; ``prior`` ``[H, W]`` in [0, 1] (a saliency map or a
+    part model's foreground probability). Pixels with ``prior > threshold`` start as probable
+    foreground, the rest as probable background, and a band of ``border`` times the height/width
+    (at least 1 px) along the image edge is certain background. When the seeds leave GrabCut
+    nothing to model (no probable foreground or background), the thresholded prior is returned.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    if prior.shape != image.shape[:2]:
+        raise ValueError(f"prior must be [H, W] = {image.shape[:2]}, got {prior.shape}")
+    if not 0 <= border < 0.5 or iterations < 1:
+        raise ValueError(f"need 0 <= border < 0.5 and iterations >= 1, got {border}, {iterations}")
+    h, w = prior.shape
+    seeds = np.where(prior > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    bh, bw = max(1, round(h * border)), max(1, round(w * border))
+    for edge in (np.s_[:bh], np.s_[-bh:], np.s_[:, :bw], np.s_[:, -bw:]):
+        seeds[edge] = cv2.GC_BGD
+    fallback = (prior > threshold).astype(np.float32)
+    if not (seeds == cv2.GC_PR_FGD).any() or min(h, w) < 3:
+        return fallback
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    models = np.zeros((1, 65)), np.zeros((1, 65))
+    try:
+        cv2.grabCut(bgr, seeds, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # too few samples of one class for its colour model
+        return fallback
+    return np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
+
+
+def unsupervised_foreground(
+    image: np.ndarray, method: ForegroundMethod = "grabcut", n_superpixels: int = 200
+) -> np.ndarray:
+    """Foreground map ``float32 [H, W]`` in [0, 1] of an RGB uint8 image, no training needed.
+
+    ``"boundary"``: boundary-connectivity saliency (soft); ``"grabcut"``: that saliency refined
+    by :func:`grabcut_foreground` (binary; better IoU, see the module docstring).
+    """
+    if method not in FOREGROUND_METHODS:
+        raise ValueError(f"unknown foreground method {method!r}; choose from {FOREGROUND_METHODS}")
+    saliency = boundary_connectivity_saliency(image, n_superpixels)
+    return saliency if method == "boundary" else grabcut_foreground(image, saliency)

@@ -80,8 +80,8 @@ def _model(name_or_path: str) -> CopartModel:
 
 
 @functools.lru_cache(maxsize=8)
-def _segmenter(name_or_path: str, refine: str | None) -> PartSegmenter:
-    return PartSegmenter(_model(name_or_path), refine=refine and _model(refine))
+def _segmenter(name_or_path: str, refine: str | None, grabcut: bool) -> PartSegmenter:
+    return PartSegmenter(_model(name_or_path), refine=refine and _model(refine), grabcut=grabcut)
 
 
 @functools.lru_cache(maxsize=4)
@@ -196,14 +196,19 @@ def _png(image: Image.Image, folder: Path, name: str) -> str:
 
 
 def segment(
-    models: DemoModels, image_path: str | None, model_label: str | None, refine: bool
+    models: DemoModels,
+    image_path: str | None,
+    model_label: str | None,
+    refine: bool,
+    grabcut: bool = False,
 ) -> tuple[str, str, list[tuple[str, str]], list[str]]:
-    """-> overlay, legend, per-part masks (gallery), [labels PNG, JSON] (all file paths)."""
+    """-> overlay, legend, per-part masks (gallery), [labels PNG, JSON] (all file paths).
+    ``refine`` snaps parts to SSN superpixels; ``grabcut`` refines the foreground by GrabCut."""
     image = read_image(image_path)
     name = _pick(models.parts, model_label, "part segmentation")
     if refine and models.superpixels is None:
         raise _error("Boundary refinement needs a superpixel model, and none is bundled.")
-    segmenter = _run(lambda: _segmenter(name, models.superpixels if refine else None))
+    segmenter = _run(lambda: _segmenter(name, models.superpixels if refine else None, grabcut))
     result = _run(lambda: segmenter(image))
     k = result.num_parts
     colors = part_colors(k + 1)
@@ -218,7 +223,7 @@ def segment(
         gallery.append((mask, f"part {part}: {area}"))
     labels_png, json_path = out / "labels.png", out / "parts.json"
     Image.fromarray(result.labels.astype(np.uint8)).save(labels_png)
-    summary = {"model": model_label, "refined": refine, **result.to_json()}
+    summary = {"model": model_label, "refined": refine, "grabcut": grabcut, **result.to_json()}
     json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     overlay, legend = _png(result.overlay, out, "overlay"), _png(render_legend(k), out, "legend")
     return overlay, legend, gallery, [str(labels_png), str(json_path)]
@@ -258,7 +263,7 @@ def target_parts(
     else:
         first = read_image(image_path, "a target image")
     name = _pick(models.swap, model_label, "part swap")
-    result = _run(lambda: _segmenter(name, None)(first))
+    result = _run(lambda: _segmenter(name, None, False)(first))
     choices = part_choices(result.num_parts)
     out = _out_dir()
     overlay = _png(result.overlay, out, "target_parts")
@@ -359,6 +364,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                         part_labels, value=part_labels[0] if part_labels else None, label="Model"
                     )
                     seg_refine = gr.Checkbox(False, label="Snap part boundaries to SSN superpixels")
+                    seg_grabcut = gr.Checkbox(False, label="Refine the foreground with GrabCut")
                     seg_run = gr.Button("Segment", variant="primary")
                 with gr.Column():
                     seg_overlay = gr.Image(label="Parts", interactive=False, elem_id="seg-overlay")
@@ -370,7 +376,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
             gr.Examples([[p] for p in examples["images"]], [seg_image], label="Examples")
             seg_run.click(
                 functools.partial(segment, models),
-                [seg_image, seg_model, seg_refine],
+                [seg_image, seg_model, seg_refine, seg_grabcut],
                 [seg_overlay, seg_legend, seg_masks, seg_files],
                 api_name="segment",
             )

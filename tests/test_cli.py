@@ -61,6 +61,20 @@ def test_segment_writes_labels_overlay_and_json(
         assert len(summary["centres"]) == len(summary["areas"]) == 3
 
 
+def test_segment_refinements_change_the_labels_and_bad_snap_model_is_refused(
+    image_file: Path, tiny_part_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    argv = ["segment", str(image_file), "--model", str(tiny_part_checkpoint), "--device", "cpu"]
+    labels = {}
+    for name, extra in (("plain", []), ("snap", ["--snap", "ssn_pix"]), ("gc", ["--grabcut"])):
+        assert main([*argv, "--out", str(tmp_path / name), *extra]) == 0
+        labels[name] = np.asarray(Image.open(tmp_path / name / "sample_labels.png"))
+    assert labels["snap"].shape == labels["gc"].shape == (24, 32)
+    assert not np.array_equal(labels["snap"], labels["plain"])
+    assert main([*argv, "--out", str(tmp_path / "x"), "--snap", str(tiny_part_checkpoint)]) == 2
+    assert "not a SSN model" in _one_error_line(capsys)
+
+
 def test_bad_file_fails_before_writing_anything(image_file: Path, tmp_path: Path, capsys) -> None:
     bad = image_file.parent / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")

@@ -67,6 +67,8 @@ def test_segment_refined_snaps_to_superpixels(models: app.DemoModels, tmp_path: 
     image = _png(tmp_path / "a.png", 40, 60)
     _, _, _, files = app.segment(models, image, "tiny parts", True)
     assert np.asarray(Image.open(files[0])).shape == (40, 60)
+    _, _, _, files = app.segment(models, image, "tiny parts", False, True)
+    assert json.loads(Path(files[1]).read_text())["grabcut"] is True
 
 
 def test_superpixels_side_by_side(models: app.DemoModels, tmp_path: Path) -> None:
@@ -183,7 +185,7 @@ def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
     client = Client(server, verbose=False)
     image = _png(tmp_path / "a.png", 41, 57)
     overlay, _, gallery, files = client.predict(
-        handle_file(image), "tiny parts", False, api_name="/segment"
+        handle_file(image), "tiny parts", False, False, api_name="/segment"
     )
     assert Image.open(overlay).size == (57, 41) and len(gallery) == 3
     assert json.loads(Path(files[1]).read_text())["num_parts"] == 3
@@ -195,7 +197,7 @@ def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(AppError, match="not an image this demo can read"):
         client.predict(
-            handle_file(tmp_path / "notes.txt"), "tiny parts", False, api_name="/segment"
+            handle_file(tmp_path / "notes.txt"), "tiny parts", False, False, api_name="/segment"
         )
 
 
@@ -229,7 +231,10 @@ def test_twenty_concurrent_requests(server: str, tmp_path: Path) -> None:
 
     client = Client(server, verbose=False)
     images = [_png(tmp_path / f"{i}.png", 30 + i, 40, i) for i in range(20)]
-    jobs = [client.submit(handle_file(p), "tiny parts", False, api_name="/segment") for p in images]
+    jobs = [
+        client.submit(handle_file(p), "tiny parts", False, False, api_name="/segment")
+        for p in images
+    ]
     for i, job in enumerate(jobs):
         overlay = job.result(timeout=300)[0]
         assert Image.open(overlay).size == (40, 30 + i)  # each answer belongs to its request

@@ -43,6 +43,7 @@ def test_scores_on_held_out_faces_and_horses(tmp_path: Path, capsys):
     assert main(["--model", str(folder), "--dataset", "weizmann_horse"]) == 0
     out = capsys.readouterr().out
     assert "mean mask" in out and "untrained" in out and "DFF" in out and "saliency" in out
+    assert "GrabCut" in out and "mean pose" not in out
     assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse", "taichi"}
 
 
@@ -72,5 +73,6 @@ def test_taichi_protocol_with_comparison_and_card(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert str(scops) in out and "untrained" in out and "mean mask" in out and "DFF" not in out
+    assert "mean pose" in out
     card = (folder / "README.md").read_text()
     assert "### taichi" in card and f"--compare {scops}" in card and "mae_sum" in card

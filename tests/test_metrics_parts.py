@@ -1,4 +1,5 @@
-"""Part metrics: foreground IoU, landmark regression (% IOD), mean shape, NMI/ARI."""
+"""Part metrics: foreground IoU, landmark regression (% IOD), keypoint MAE (MCS), mean shape
+and pose, NMI/ARI."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from copart_hub.data.collections import five_landmarks
 from copart_hub.metrics.parts import (
     fit_linear_regressor,
     foreground_iou,
+    keypoint_mae,
     labels_at_points,
     landmark_nmi_ari,
     landmark_regression_error,
+    mean_pose_mae,
     mean_shape_error,
 )
 
@@ -47,6 +50,25 @@ def test_mean_shape_error_known_value():
     test = train[:1].copy()
     test[0] += [1.0, 0.0]  # shifted by 1 px; IOD = 10 -> 10 %
     assert mean_shape_error(train, test) == pytest.approx(10.0)
+
+
+def test_keypoint_mae_is_zero_for_an_affine_map_and_skips_undetected_points():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(60, 4))
+    points = (feats @ rng.normal(size=(4, 6)) + 5.0).reshape(60, 3, 2)
+    points[:10, 0] = np.nan  # keypoint 0 undetected in 10 training frames
+    points[50:, 2, 1] = np.nan  # keypoint 2's y undetected in all test frames: not scored
+    scores = keypoint_mae(feats[:50], points[:50], feats[50:], points[50:])
+    assert scores["mae_coords"] == 5.0
+    assert scores["mae_sum"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mean_pose_mae_known_value():
+    train = np.zeros((4, 2, 2))
+    train[:2] += 2.0  # mean pose: every coordinate at 1
+    test = np.full((3, 2, 2), 4.0)  # 3 px off in each of the 4 coordinates
+    test[0, 1, 0] = np.nan
+    assert mean_pose_mae(train, test) == {"mae_sum": pytest.approx(12.0), "mae_coords": 4.0}
 
 
 def test_five_landmarks_from_68():

@@ -155,3 +155,32 @@ def test_superpixel_refinement_makes_parts_constant_per_superpixel(tiny_part_mod
     assert snapped.masks.shape == plain.masks.shape
     assert np.allclose(snapped.masks.sum(0), 1, atol=1e-5)
     assert not np.allclose(snapped.masks, plain.masks)
+
+
+def test_grabcut_refinement_grows_the_foreground_and_keeps_part_proportions() -> None:
+    rng = np.random.default_rng(0)
+    image = np.full((60, 80, 3), (90, 140, 90), np.uint8)
+    image[15:45, 25:55] = (200, 40, 40)  # the object
+    image = np.clip(image + rng.integers(-8, 9, image.shape), 0, 255).astype(np.uint8)
+    masks = torch.tensor([0.9, 0.04, 0.06])[:, None, None].repeat(1, 60, 80)
+    masks[:, 12:30, 20:45] = torch.tensor([0.2, 0.6, 0.2])[:, None, None]  # shifted, too small
+    refined = PartSegmenter._grabcut(masks, Image.fromarray(image))
+    fg = (refined.argmax(0) != 0).numpy()
+    obj = np.zeros((60, 80), bool)
+    obj[15:45, 25:55] = True
+    assert (fg & obj).sum() / (fg | obj).sum() > 0.9
+    assert torch.allclose(refined.sum(0), torch.ones(60, 80))
+    inside = refined[1:, 20, 30]
+    assert torch.allclose(inside, torch.tensor([0.75, 0.25]))  # 0.6 : 0.2 among the parts
+    assert refined[0, 5, 5] == 1 and refined[0, 40, 50] == 0  # background / grown into:
+    assert torch.allclose(refined[1:, 40, 50], torch.tensor([0.4, 0.6]))  # its likelier part
+
+
+def test_grabcut_option_of_the_segmenter(red_part_model) -> None:
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[10:30, 15:45] = (255, 0, 0)
+    plain = PartSegmenter(red_part_model, device="cpu")(image)
+    refined = PartSegmenter(red_part_model, device="cpu", grabcut=True)(image)
+    np.testing.assert_array_equal(refined.labels, refined.masks.argmax(0))
+    assert set(np.unique(refined.masks[0])) <= {0.0, 1.0}
+    assert ((refined.labels != 0) == (plain.labels != 0)).mean() > 0.95

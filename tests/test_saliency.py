@@ -1,4 +1,4 @@
-"""Boundary-connectivity saliency and its CLI."""
+"""Boundary-connectivity saliency, GrabCut foreground and the saliency CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pytest
 from PIL import Image
 
 from copart_hub.cli import main
-from copart_hub.saliency import boundary_connectivity_saliency, saliency_from_superpixels
+from copart_hub.saliency import (
+    boundary_connectivity_saliency,
+    grabcut_foreground,
+    saliency_from_superpixels,
+    unsupervised_foreground,
+)
 
 
 def _object_image() -> np.ndarray:
@@ -55,6 +60,67 @@ def test_cli_writes_maps_and_rejects_bad_files(tmp_path: Path, capsys):
     assert main(["saliency", str(good), str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.jpg" in err[0] and not out.exists()
-    assert main(["saliency", str(good), "--out", str(out), "--n", "60"]) == 0
+    args = ["saliency", str(good), "--out", str(out), "--n", "60", "--method", "boundary"]
+    assert main(args) == 0
     sal = np.asarray(Image.open(out / "obj_saliency.png"))
     assert sal.shape == (60, 80) and sal[30, 40] > 180 and sal[2, 2] < 60
+    assert len(np.unique(sal)) > 2  # soft map
+
+
+def test_cli_grabcut_is_the_default_and_binary(tmp_path: Path):
+    good = tmp_path / "obj.png"
+    Image.fromarray(_object_image()).save(good)
+    assert main(["saliency", str(good), "--out", str(tmp_path / "out"), "--n", "60"]) == 0
+    fg = np.asarray(Image.open(tmp_path / "out" / "obj_saliency.png"))
+    assert set(np.unique(fg)) == {0, 255}
+    assert (fg[15:45, 25:55] == 255).mean() > 0.95 and (fg[:, :20] == 0).all()
+
+
+def _object_mask() -> np.ndarray:
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[15:45, 25:55] = True
+    return mask
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_grabcut_grows_a_rough_prior_to_the_object():
+    img, obj = _object_image(), _object_mask()
+    prior = np.zeros((60, 80), dtype=np.float32)
+    prior[10:30, 20:45] = 0.9  # too small and shifted: covers part object, part background
+    fg = grabcut_foreground(img, prior)
+    assert fg.dtype == np.float32 and set(np.unique(fg)) <= {0.0, 1.0}
+    assert _iou(fg > 0.5, obj) > 0.9 > _iou(prior > 0.5, obj)
+
+
+def test_grabcut_border_is_background_and_empty_prior_stays_empty():
+    img = _object_image()
+    fg = grabcut_foreground(img, np.ones((60, 80), dtype=np.float32), border=0.05)
+    assert not fg[:3].any() and not fg[-3:].any() and not fg[:, :4].any() and not fg[:, -4:].any()
+    assert not grabcut_foreground(img, np.zeros((60, 80), dtype=np.float32)).any()
+
+
+def test_unsupervised_foreground_methods_agree_on_the_object():
+    img, obj = _object_image(), _object_mask()
+    for method in ("boundary", "grabcut"):
+        assert _iou(unsupervised_foreground(img, method, 60) > 0.5, obj) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("prior", "kwargs", "match"),
+    [
+        (np.zeros((60, 81)), {}, "prior must be"),
+        (np.zeros((60, 80)), {"border": 0.5}, "border"),
+        (np.zeros((60, 80)), {"iterations": 0}, "iterations"),
+    ],
+)
+def test_grabcut_bad_input(prior, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        grabcut_foreground(_object_image(), prior, **kwargs)
+
+
+def test_unknown_foreground_method():
+    with pytest.raises(ValueError, match="unknown foreground method"):
+        unsupervised_foreground(_object_image(), "magic")  # type: ignore[arg-type]

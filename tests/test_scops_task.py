@@ -127,3 +127,10 @@ def test_histogram_features_are_local_histograms():
     assert f[0, 0, 20, 2] > 0.9 and f[0, 5, 20, 37] > 0.9
     assert f[0, 18:26, 20, 2].sum() < 1e-3  # no gradient energy in flat regions
     assert f[0, 18:26, 20, 19:21].sum() > 0.1  # orientation energy at the edge
+
+
+def test_unknown_task_args_and_saliency_are_rejected():
+    with pytest.raises(ValueError, match="unknown scops task_args"):
+        ScopsTask({"salency": "grabcut"}, seed=0)
+    with pytest.raises(ValueError, match="saliency must be one of"):
+        ScopsTask({"saliency": "grab-cut"}, seed=0)

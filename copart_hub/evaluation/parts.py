@@ -11,10 +11,11 @@ Protocols (SPEC B1, B2b, B3), on the fixed held-out splits of :mod:`copart_hub.d
   foreground IoU against the person masks, and keypoint regression from part centres (one
   affine regressor per coordinate of the 33 keypoints, fitted on the training clips, sum of
   the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped).
-Baselines: the mean training shape (faces), the mean training mask thresholded at 0.5
-(horses, Tai-Chi), boundary saliency (horses, Tai-Chi), an untrained model of the same
-architecture, DFF (NMF of the model's own backbone features; models with a timm backbone), and
-any ``--compare`` models.
+Baselines: the mean training shape (faces) or pose (Tai-Chi), the mean training mask
+thresholded at 0.5 (horses, Tai-Chi), boundary saliency alone and refined by GrabCut (horses,
+Tai-Chi), an untrained model of the same architecture, DFF (NMF of the model's own backbone
+features; models with a timm backbone), and any ``--compare`` models. ``--refine SSN`` and
+``--grabcut`` add rows for this model's foreground snapped to superpixels / refined by GrabCut.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from ..metrics.parts import (
     keypoint_mae,
     landmark_nmi_ari,
     landmark_regression_error,
+    mean_pose_mae,
     mean_shape_error,
 )
+from ..saliency import ForegroundMethod, unsupervised_foreground
 
 DATASETS = {
     "faces300w": collections.faces300w,
@@ -74,11 +77,16 @@ def landmarks_of(data: Collection) -> np.ndarray:
 
 
 def _segment(
-    model: torch.nn.Module, data: Collection, index: Sequence[int], refine: str | None = None
+    model: torch.nn.Module,
+    data: Collection,
+    index: Sequence[int],
+    refine: str | None = None,
+    grabcut: bool = False,
 ) -> list:
     from ..pipelines import PartSegmenter
 
-    seg = PartSegmenter(model, device=next(model.parameters()).device, refine=refine)
+    device = next(model.parameters()).device
+    seg = PartSegmenter(model, device=device, refine=refine, grabcut=grabcut)
     return seg([data.load_image(i) for i in index])
 
 
@@ -103,9 +111,10 @@ def evaluate_landmarks(
 
 
 def evaluate_foreground(
-    model: torch.nn.Module, test: Collection, refine: str | None = None
+    model: torch.nn.Module, test: Collection, refine: str | None = None, grabcut: bool = False
 ) -> dict[str, float]:
-    results = _segment(model, test, range(len(test.images)), refine)
+    """Foreground IoU (``fg_iou``), optionally after SSN snapping and/or GrabCut refinement."""
+    results = _segment(model, test, range(len(test.images)), refine, grabcut)
     ious = [foreground_iou(r.labels, test.load_mask(i)) for i, r in enumerate(results)]
     return {"fg_iou": float(np.mean(ious))}
 
@@ -125,14 +134,12 @@ def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:
     return float(np.mean(ious))
 
 
-def saliency_iou(test: Collection, threshold: float = 0.5) -> float:
-    """Foreground IoU of boundary-connectivity saliency thresholded at ``threshold``."""
-    from ..saliency import boundary_connectivity_saliency
-
+def saliency_iou(test: Collection, method: ForegroundMethod = "boundary") -> float:
+    """Foreground IoU of an unsupervised foreground (:mod:`copart_hub.saliency`) above 0.5."""
     ious = []
     for i in range(len(test.images)):
-        sal = boundary_connectivity_saliency(np.array(test.load_image(i)))
-        ious.append(foreground_iou((sal > threshold).astype(int), test.load_mask(i)))
+        fg = unsupervised_foreground(np.array(test.load_image(i)), method)
+        ious.append(foreground_iou((fg > 0.5).astype(int), test.load_mask(i)))
     return float(np.mean(ious))
 
 
@@ -230,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also score with parts snapped to this SSN's superpixels (foreground IoU only)",
     )
     p.add_argument(
+        "--grabcut",
+        action="store_true",
+        help="also score with the foreground refined by GrabCut (foreground IoU only)",
+    )
+    p.add_argument(
         "--compare",
         nargs="+",
         default=[],
@@ -258,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         rows: dict[str, dict[str, Any]] = {"this model": score(model)}
         if args.refine and test.landmarks is None:
-            rows[f"this model + {args.refine} snap"] = score(model, args.refine)
+            rows[f"this model + {args.refine} snap"] = evaluate_foreground(model, test, args.refine)
+        if args.grabcut and test.landmarks is None:
+            rows["this model + GrabCut"] = evaluate_foreground(model, test, grabcut=True)
         for other in args.compare:
             rows[str(other)] = score(from_pretrained(other))
         rows["untrained"] = score(untrained_like(model))
@@ -271,7 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows["mean shape"] = {"landmark_error_iod_pct": err}
         else:
             rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
-            rows["boundary saliency > 0.5"] = {"fg_iou": saliency_iou(test)}
+            if args.dataset == "taichi":
+                rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
+            rows["boundary saliency > 0.5"] = {"fg_iou": saliency_iou(test, "boundary")}
+            rows["boundary saliency + GrabCut"] = {"fg_iou": saliency_iou(test, "grabcut")}
     except (OSError, ValueError) as err:
         print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
         return 2
@@ -288,11 +305,15 @@ def _write_card(card: Path, args: argparse.Namespace, n_test: int, rows: dict) -
     """Put the table and the command that reproduces it under ``### DATASET`` in the card."""
     from ..hub.card import SCORES_HEADING, replace_card_section
 
-    options = "".join(
-        f" --{name.replace('_', '-')} {value}"
-        for name, value in (("n_fit", args.n_fit), ("refine", args.refine))
-        if value is not None
-    ) + (" --compare " + " ".join(args.compare) if args.compare else "")
+    options = (
+        "".join(
+            f" --{name.replace('_', '-')} {value}"
+            for name, value in (("n_fit", args.n_fit), ("refine", args.refine))
+            if value is not None
+        )
+        + (" --grabcut" if args.grabcut else "")
+        + (" --compare " + " ".join(args.compare) if args.compare else "")
+    )
     body = (
         f"`{args.dataset}`, held-out split ({n_test} images never used to fit weights), "
         f"{PROTOCOLS[args.dataset]}. Baselines ran in the same run.\n\n"

@@ -68,6 +68,13 @@ def keypoint_mae(
     return {"mae_sum": float(np.sum(maes)), "mae_coords": float(len(maes))}
 
 
+def mean_pose_mae(train_points: np.ndarray, test_points: np.ndarray) -> dict[str, float]:
+    """:func:`keypoint_mae` of the mean training pose (regression from no features): the score
+    any part-centre regressor has to beat."""
+    no_features = np.zeros((len(train_points), 0)), np.zeros((len(test_points), 0))
+    return keypoint_mae(no_features[0], train_points, no_features[1], test_points)
+
+
 def mean_shape_error(train_landmarks: np.ndarray, test_landmarks: np.ndarray) -> float:
     """Error (% IOD) of predicting the mean training shape for every test image."""
     pred = train_landmarks.mean(0, keepdims=True)

@@ -8,8 +8,9 @@ Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``re
   row-normalised rows are orthonormal needs many channels: with 8 the rows can only be one-hot;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
 - ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
-Foreground (``saliency``): ``"boundary"`` (boundary-connectivity saliency, computed once per
-image and cached by ``datasets``), ``"masks"`` (user masks in ``mask_dir``) or ``"none"``.
+Foreground (``saliency``), computed once per image and cached by ``datasets``: ``"grabcut"``
+(boundary-connectivity saliency refined by GrabCut, binary), ``"boundary"`` (the soft saliency
+alone), ``"masks"`` (user masks in ``mask_dir``) or ``"none"``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from copart_hub.losses.scops import (
 from copart_hub.models.backbone import TimmBackbone
 from copart_hub.ops.coordinates import concentration_loss
 from copart_hub.ops.warps import random_scops_tps
-from copart_hub.saliency import boundary_connectivity_saliency
+from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
@@ -61,8 +62,8 @@ def collection_dataset(paths: list[Path], saliency: str, mask_dir: str | None) -
 
     def add_foreground(row: dict[str, Any]) -> dict[str, Any]:
         image = np.array(row["image"].convert("RGB"))
-        if saliency == "boundary":
-            fg = boundary_connectivity_saliency(image)
+        if saliency in FOREGROUND_METHODS:
+            fg = unsupervised_foreground(image, saliency)
         elif saliency == "masks":
             stem = Path(row["image"].filename).stem
             matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
@@ -241,7 +242,7 @@ class ScopsTask(Task):
         "data_root": None,
         "size": 128,
         "scale_range": [0.6, 1.1],
-        "saliency": "boundary",
+        "saliency": "grabcut",
         "reference": "colour",
         "ema_decay": 0.999,
         "lr": 1e-4,
@@ -256,6 +257,9 @@ class ScopsTask(Task):
         if unknown:
             raise ValueError(f"unknown scops task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
+        choices = (*FOREGROUND_METHODS, "masks", "none")
+        if self.args["saliency"] not in choices:
+            raise ValueError(f"saliency must be one of {choices}, got {self.args['saliency']!r}")
         self.weights = ScopsLossWeights(**self.args["weights"])
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
 
