@@ -157,3 +157,28 @@ def test_short_real_training_lowers_the_loss():
         opt.step()
         recon.append(logs["recon"])
     assert sum(recon[-5:]) / 5 < 0.9 * sum(recon[:5]) / 5, recon
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
+    """``init_from`` starts the released part of the model from a checkpoint; another
+    architecture or width is refused with a clear error."""
+    import copart_hub
+    from copart_hub.training.trainer import Trainer
+
+    source = copart_hub.create_model("ssn_deep", hidden_dim=4, norm="none")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.fill_(0.25)
+    source.save_pretrained(tmp_path / "source")
+    cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", "max_steps=1"])
+    cfg.init_from = str(tmp_path / "source")
+    trainer = Trainer(cfg)
+    released = trainer.task.release_model(trainer.acc.unwrap_model(trainer.model))
+    assert all(torch.all(p == 0.25) for p in released.parameters())
+    copart_hub.create_model("ssn_deep", hidden_dim=8, norm="none").save_pretrained(tmp_path / "w")
+    copart_hub.create_model("scops_resnet18", num_parts=2).save_pretrained(tmp_path / "scops")
+    for other, message in (("w", "does not fit this model"), ("scops", "holds a SCOPS")):
+        cfg.init_from = str(tmp_path / other)
+        with pytest.raises(ValueError, match=message):
+            Trainer(cfg)

@@ -30,6 +30,9 @@ class TrainConfig:
     val_every: int = 500
     sample_every: int = 500
     resume: str | None = "auto"  # auto = latest checkpoint in output_dir, or a path, or null
+    # fine-tuning: weights of a released model (folder, zoo name or Hub id) to start from; the
+    # same architecture and K are required. A resumed checkpoint takes precedence.
+    init_from: str | None = None
     stop_at_step: int | None = None  # exit abruptly after this step (to test exact resume)
     task_args: dict[str, Any] = field(default_factory=dict)
 

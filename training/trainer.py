@@ -70,6 +70,8 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.task = get_task(cfg.task)(cfg.task_args, cfg.seed)
         model = self.task.build_model()
+        if cfg.init_from:
+            self._initialise_from(model, cfg.init_from)
         if cfg.sync_batchnorm and self.acc.num_processes > 1 and self.acc.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.train_set = self.task.train_dataset()
@@ -93,6 +95,25 @@ class Trainer:
         self.step = 0
         self.best_score = float("-inf")
         self.history: list[dict[str, Any]] = []
+
+    def _initialise_from(self, module: torch.nn.Module, source: str) -> None:
+        """Copy the weights of the released model ``source`` into the part of ``module`` that
+        the task releases (e.g. the segmenter, not the SCOPS part basis)."""
+        from copart_hub import from_pretrained
+
+        target = self.task.release_model(module)
+        loaded = from_pretrained(source)
+        if type(loaded) is not type(target):
+            raise ValueError(
+                f"init_from {source!r} holds a {type(loaded).__name__}; this task trains a "
+                f"{type(target).__name__}"
+            )
+        try:
+            target.load_state_dict(loaded.state_dict())
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise ValueError(f"init_from {source!r} does not fit this model: {detail}") from None
+        self.acc.print(f"initialised from {source}")
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
