@@ -163,8 +163,9 @@ def test_short_real_training_lowers_the_loss():
 def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
     """``init_from`` starts the released part of the model from a checkpoint; another
     architecture or width is refused with a clear error."""
-    import copart_hub
     from copart_hub.training.trainer import Trainer
+
+    import copart_hub
 
     source = copart_hub.create_model("ssn_deep", hidden_dim=4, norm="none")
     with torch.no_grad():
