@@ -134,3 +134,33 @@ def test_unknown_task_args_and_saliency_are_rejected():
         ScopsTask({"salency": "grabcut"}, seed=0)
     with pytest.raises(ValueError, match="saliency must be one of"):
         ScopsTask({"saliency": "grab-cut"}, seed=0)
+
+
+def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
+    """``grabcut`` gives a binary map on the object, ``boundary`` a soft one, ``masks`` reads
+    the user's file; each source has its own cache."""
+    import numpy as np
+    from copart_hub.training.tasks.scops import collection_dataset
+    from PIL import Image
+
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    img = np.full((48, 64, 3), (90, 140, 90), np.uint8)
+    img[12:36, 20:44] = (200, 40, 40)
+    img = np.clip(img + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(img).save(tmp_path / "imgs" / "a.png")
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(tmp_path / "masks" / "a.png")
+    paths = [tmp_path / "imgs" / "a.png"]
+    maps = {
+        source: np.asarray(
+            collection_dataset(paths, source, str(tmp_path / "masks"))[0]["foreground"]
+        )
+        for source in ("grabcut", "boundary", "masks", "none")
+    }
+    assert set(np.unique(maps["grabcut"])) == {0, 255}
+    assert (maps["grabcut"][12:36, 20:44] == 255).mean() > 0.95 and maps["grabcut"][:8].max() == 0
+    assert len(np.unique(maps["boundary"])) > 2
+    assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
+    assert len(list((tmp_path / "cache" / "copart_hub").glob("fg-*.arrow"))) == 4
