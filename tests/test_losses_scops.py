@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from copart_hub.losses.scops import (
     PartBasis,
     ScopsLossWeights,
+    background_loss,
     equivariance_loss,
     orthonormality_loss,
     semantic_consistency_loss,
@@ -150,6 +151,19 @@ def test_part_basis():
     assert [n for n, _ in basis.named_parameters()] == ["w"]
 
 
+def test_background_loss_known_values_and_gradient():
+    probs = torch.zeros(1, 3, 2, 2)
+    probs[0, 0] = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # background on the left column
+    probs[0, 1] = 1 - probs[0, 0]
+    saliency = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # foreground on the right column
+    assert background_loss(probs, saliency).item() == 0.0
+    assert background_loss(probs, 1 - saliency).item() == 1.0
+    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    sal = torch.full((1, 1, 2, 2), 0.5, requires_grad=True)
+    background_loss(logits.softmax(1), sal).backward()
+    assert logits.grad.abs().sum() > 0 and sal.grad is None  # the saliency is a fixed target
+
+
 def test_loss_weights():
     weights = ScopsLossWeights()
     assert (
@@ -158,7 +172,8 @@ def test_loss_weights():
         weights.landmark_equivariance,
         weights.semantic_consistency,
         weights.orthonormality,
-    ) == (10.0, 1000.0, 100.0, 1e4, 0.1)
+        weights.background,
+    ) == (10.0, 1000.0, 100.0, 1e4, 0.1, 0.0)
     total = weights.total({"concentration": torch.tensor(2.0), "orthonormality": torch.tensor(3.0)})
     assert total.item() == pytest.approx(20.3)
     with pytest.raises(ValueError, match="unknown"):
@@ -202,6 +217,7 @@ def test_loss_weights():
             "part_probs",
         ),
         (lambda: orthonormality_loss(torch.rand(2, 3, 4)), r"\[K, C\]"),
+        (lambda: background_loss(torch.rand(1, 3, 4, 4), torch.rand(1, 1, 4, 5)), "saliency"),
         (lambda: PartBasis(0, 3), "num_parts"),
         (lambda: ScopsLossWeights().total({}), "no loss terms"),
     ],

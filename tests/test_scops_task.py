@@ -164,3 +164,13 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     assert len(np.unique(maps["boundary"])) > 2
     assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
     assert len(list((tmp_path / "cache" / "copart_hub").glob("fg-*.arrow"))) == 4
+
+
+@needs_faces
+def test_background_weight_adds_the_saliency_constraint(faces_task):
+    task = ScopsTask({**faces_task.args, "weights": {"background": 100.0}}, seed=0)
+    module = task.build_model().train()
+    loss, logs = task.training_step(module, _batch(task, 2), 0)
+    assert "background" in logs and logs["background"] > 0
+    plain = ScopsTask(faces_task.args, seed=0)
+    assert "background" not in plain.training_step(plain.build_model(), _batch(plain, 2), 0)[1]

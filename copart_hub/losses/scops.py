@@ -107,6 +107,18 @@ def semantic_consistency_loss(
     return F.mse_loss(recon, target)
 
 
+def background_loss(probs: Tensor, saliency: Tensor) -> Tensor:
+    """The paper's separate saliency constraint (absent from the released code, SPEC A1.4.4)
+    -> scalar: ``mean_{b,u,v} (P_0(u, v) - (1 - D(u, v)))^2``, the background channel of
+    ``probs`` ``[B, K+1, H, W]`` against the complement of the saliency ``D`` ``[B, 1, H, W]``."""
+    if probs.ndim != 4 or saliency.shape != (probs.shape[0], 1, *probs.shape[2:]):
+        raise ValueError(
+            f"probs must be [B, K+1, H, W] and saliency [B, 1, H, W] of the same B, H, W; got "
+            f"{tuple(probs.shape)} and {tuple(saliency.shape)}"
+        )
+    return F.mse_loss(probs[:, :1], 1 - saliency.detach())
+
+
 def orthonormality_loss(basis_raw: Tensor) -> Tensor:
     """``||W^ W^T - I_K||_F^2`` (a sum) with ``W^`` the row-normalised ``ReLU(basis_raw)`` [K, C].
 
@@ -147,6 +159,8 @@ class ScopsLossWeights:
     differ (``concentration=0.1``, ``equivariance=10``, ``semantic_consistency=0.1``, and a
     different reference layer and scale range); the JSON values are the ones that were trained.
     ``concentration`` assumes the official 1/B^2 normalisation of ``concentration_loss``.
+    ``background`` weighs :func:`background_loss`, the paper's saliency constraint; the released
+    code has none, hence 0 by default (the term is then not computed).
     """
 
     concentration: float = 10.0
@@ -154,6 +168,7 @@ class ScopsLossWeights:
     landmark_equivariance: float = 100.0
     semantic_consistency: float = 1e4
     orthonormality: float = 0.1
+    background: float = 0.0
 
     def total(self, losses: dict[str, Tensor]) -> Tensor:
         """Weighted sum of the given terms, keyed by field name (absent terms are skipped)."""

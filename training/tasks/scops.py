@@ -36,6 +36,7 @@ from copart_hub.data import collections
 from copart_hub.losses.scops import (
     PartBasis,
     ScopsLossWeights,
+    background_loss,
     equivariance_loss,
     orthonormality_loss,
     semantic_consistency_loss,
@@ -331,6 +332,8 @@ class ScopsTask(Task):
             "semantic_consistency": semantic_consistency_loss(probs[:, 1:], ref, basis, fg),
             "orthonormality": orthonormality_loss(basis),
         }
+        if self.weights.background:
+            terms["background"] = background_loss(probs, fg)
         loss = self.weights.total(terms)
         inner.update_teacher()
         return loss, {k: v.item() for k, v in terms.items()}
