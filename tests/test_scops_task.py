@@ -170,7 +170,7 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
 def test_background_weight_adds_the_saliency_constraint(faces_task):
     task = ScopsTask({**faces_task.args, "weights": {"background": 100.0}}, seed=0)
     module = task.build_model().train()
-    loss, logs = task.training_step(module, _batch(task, 2), 0)
+    _, logs = task.training_step(module, _batch(task, 2), 0)
     assert "background" in logs and logs["background"] > 0
     plain = ScopsTask(faces_task.args, seed=0)
     assert "background" not in plain.training_step(plain.build_model(), _batch(plain, 2), 0)[1]
