@@ -125,6 +125,7 @@ def grabcut_foreground(
     threshold: float = 0.5,
     border: float = 0.05,
     iterations: int = 5,
+    max_side: int = 512,
 ) -> np.ndarray:
     """Binary foreground ``float32 [H, W]`` in {0, 1} by GrabCut seeded with ``prior``.
 
@@ -133,14 +134,31 @@ def grabcut_foreground(
     foreground, the rest as probable background, and a band of ``border`` times the height/width
     (at least 1 px) along the image edge is certain background. When the seeds leave GrabCut
     nothing to model (no probable foreground or background), the thresholded prior is returned.
+    Images larger than ``max_side`` run at that size (GrabCut costs about 2 s per megapixel) and
+    the mask is resized back.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
     if prior.shape != image.shape[:2]:
         raise ValueError(f"prior must be [H, W] = {image.shape[:2]}, got {prior.shape}")
-    if not 0 <= border < 0.5 or iterations < 1:
-        raise ValueError(f"need 0 <= border < 0.5 and iterations >= 1, got {border}, {iterations}")
+    if not 0 <= border < 0.5 or iterations < 1 or max_side < 3:
+        raise ValueError(
+            f"need 0 <= border < 0.5, iterations >= 1 and max_side >= 3, got {border}, "
+            f"{iterations}, {max_side}"
+        )
     h, w = prior.shape
+    scale = max_side / max(h, w)
+    if scale < 1:
+        size = (max(3, round(w * scale)), max(3, round(h * scale)))  # OpenCV: (width, height)
+        small = grabcut_foreground(
+            cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(prior.astype(np.float32), size, interpolation=cv2.INTER_AREA),
+            threshold,
+            border,
+            iterations,
+            max_side,
+        )
+        return (cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
     seeds = np.where(prior > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     bh, bw = max(1, round(h * border)), max(1, round(w * border))
     for edge in (np.s_[:bh], np.s_[-bh:], np.s_[:, :bw], np.s_[:, -bw:]):

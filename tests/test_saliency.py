@@ -102,6 +102,19 @@ def test_grabcut_border_is_background_and_empty_prior_stays_empty():
     assert not grabcut_foreground(img, np.zeros((60, 80), dtype=np.float32)).any()
 
 
+def test_grabcut_on_a_large_image_runs_downscaled_and_returns_full_size():
+    rng = np.random.default_rng(0)
+    img = np.full((1500, 2000, 3), (90, 140, 90), np.uint8)
+    img[400:1100, 600:1400] = (200, 40, 40)
+    img = np.clip(img + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+    prior = np.zeros((1500, 2000), np.float32)
+    prior[350:800, 500:1100] = 1.0
+    fg = grabcut_foreground(img, prior, max_side=256) > 0.5
+    obj = np.zeros((1500, 2000), bool)
+    obj[400:1100, 600:1400] = True
+    assert fg.shape == (1500, 2000) and _iou(fg, obj) > 0.95
+
+
 def test_unsupervised_foreground_methods_agree_on_the_object():
     img, obj = _object_image(), _object_mask()
     for method in ("boundary", "grabcut"):
@@ -114,6 +127,7 @@ def test_unsupervised_foreground_methods_agree_on_the_object():
         (np.zeros((60, 81)), {}, "prior must be"),
         (np.zeros((60, 80)), {"border": 0.5}, "border"),
         (np.zeros((60, 80)), {"iterations": 0}, "iterations"),
+        (np.zeros((60, 80)), {"max_side": 2}, "max_side"),
     ],
 )
 def test_grabcut_bad_input(prior, kwargs, match):
