@@ -26,7 +26,6 @@ from .models.ssn import SSN
 from .ops.slic import grid_shape
 from .ops.superpixel_pool import superpixel_pool, superpixel_unpool
 from .processing import ImagesInput, image_to_tensor, is_batch, to_pil_list
-from .saliency import grabcut_foreground
 from .visualize import overlay_parts, overlay_superpixels
 
 DEFAULT_SUPERPIXEL_MODEL = "ssn_bsds500"
@@ -200,6 +199,8 @@ class PartSegmenter:
     @staticmethod
     def _grabcut(masks: Tensor, image: Image.Image) -> Tensor:
         """Foreground of ``[K+1, H, W]`` refined by GrabCut; parts keep their proportions."""
+        from .saliency import grabcut_foreground  # OpenCV and SciPy only when asked for
+
         seeds = (masks.argmax(0) != 0).float().cpu().numpy()
         fg = torch.from_numpy(grabcut_foreground(np.asarray(image.convert("RGB")), seeds))
         fg = fg.to(masks)

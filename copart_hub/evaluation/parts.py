@@ -42,7 +42,7 @@ from ..metrics.parts import (
     mean_pose_mae,
     mean_shape_error,
 )
-from ..saliency import ForegroundMethod, unsupervised_foreground
+from ..saliency import boundary_connectivity_saliency, grabcut_foreground
 
 DATASETS = {
     "faces300w": collections.faces300w,
@@ -134,13 +134,16 @@ def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:
     return float(np.mean(ious))
 
 
-def saliency_iou(test: Collection, method: ForegroundMethod = "boundary") -> float:
-    """Foreground IoU of an unsupervised foreground (:mod:`copart_hub.saliency`) above 0.5."""
-    ious = []
+def saliency_ious(test: Collection) -> dict[str, float]:
+    """Foreground IoU of boundary saliency > 0.5 (``boundary``) and of that saliency refined by
+    GrabCut (``grabcut``); the saliency is computed once per image for both."""
+    ious: dict[str, list[float]] = {"boundary": [], "grabcut": []}
     for i in range(len(test.images)):
-        fg = unsupervised_foreground(np.array(test.load_image(i)), method)
-        ious.append(foreground_iou((fg > 0.5).astype(int), test.load_mask(i)))
-    return float(np.mean(ious))
+        image, mask = np.array(test.load_image(i)), test.load_mask(i)
+        sal = boundary_connectivity_saliency(image)
+        for method, fg in (("boundary", sal), ("grabcut", grabcut_foreground(image, sal))):
+            ious[method].append(foreground_iou((fg > 0.5).astype(int), mask))
+    return {method: float(np.mean(v)) for method, v in ious.items()}
 
 
 def evaluate_keypoints(model: torch.nn.Module, fit: Any, test: Any) -> dict[str, float]:
@@ -265,14 +268,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = DATASETS[args.dataset]("train", args.root), DATASETS[args.dataset]("val", args.root)
         fit, test = data
 
-        def score(m: torch.nn.Module, refine: str | None = None) -> dict[str, float]:
-            return evaluate(m, args.dataset, args.root, args.n_fit, refine, data)
+        def score(m: torch.nn.Module) -> dict[str, float]:
+            return evaluate(m, args.dataset, args.root, args.n_fit, data=data)
 
         rows: dict[str, dict[str, Any]] = {"this model": score(model)}
-        if args.refine and test.landmarks is None:
-            rows[f"this model + {args.refine} snap"] = evaluate_foreground(model, test, args.refine)
-        if args.grabcut and test.landmarks is None:
-            rows["this model + GrabCut"] = evaluate_foreground(model, test, grabcut=True)
+        if test.landmarks is None:  # refinements change the foreground only
+            if args.refine:
+                rows[f"this model + {args.refine} snap"] = evaluate_foreground(
+                    model, test, args.refine
+                )
+            if args.grabcut:
+                rows["this model + GrabCut"] = evaluate_foreground(model, test, grabcut=True)
         for other in args.compare:
             rows[str(other)] = score(from_pretrained(other))
         rows["untrained"] = score(untrained_like(model))
@@ -287,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
             if args.dataset == "taichi":
                 rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
-            rows["boundary saliency > 0.5"] = {"fg_iou": saliency_iou(test, "boundary")}
-            rows["boundary saliency + GrabCut"] = {"fg_iou": saliency_iou(test, "grabcut")}
+            sal = saliency_ious(test)
+            rows["boundary saliency > 0.5"] = {"fg_iou": sal["boundary"]}
+            rows["boundary saliency + GrabCut"] = {"fg_iou": sal["grabcut"]}
     except (OSError, ValueError) as err:
         print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
         return 2
