@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -25,7 +24,7 @@ from .models.part_base import PartModel
 from .models.ssn import SSN
 from .ops.slic import grid_shape
 from .ops.superpixel_pool import superpixel_pool, superpixel_unpool
-from .processing import ImagesInput, image_to_tensor, is_batch, to_pil_list
+from .processing import ImagesInput, image_to_tensor, is_batch, to_pil_list, upsample_logits
 from .visualize import overlay_parts, overlay_superpixels
 
 DEFAULT_SUPERPIXEL_MODEL = "ssn_bsds500"
@@ -167,7 +166,7 @@ class PartSegmenter:
     @torch.inference_mode()
     def _postprocess(self, logits: Tensor, image: Image.Image) -> PartSegmentation:
         size = (image.height, image.width)
-        up = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        up = upsample_logits(logits[None], size)[0]
         masks = up.softmax(0)  # [K+1, H, W]
         if self.refiner is not None:
             masks = self._snap(masks, image)

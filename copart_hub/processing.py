@@ -186,3 +186,10 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "unreadable image"
+
+
+def upsample_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Part logits ``[B, K+1, h, w]`` -> ``[B, K+1, *size]``, bilinear with pixel-centre
+    alignment (``align_corners=False``, as timm feature maps are laid out). Training and
+    :class:`~copart_hub.pipelines.PartSegmenter` both use it, so their maps agree."""
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from copart_hub.training.tasks.scops import ScopsImages, ScopsTask, colour_texture_features
+from copart_hub.training.tasks.scops import (
+    ScopsImages,
+    ScopsTask,
+    colour_texture_features,
+    unit_energy,
+)
 
 from copart_hub.data import shared_data_root
 
@@ -14,7 +19,26 @@ needs_faces = pytest.mark.skipif(not HAS_FACES, reason="../shared/data/faces300w
 
 def test_colour_texture_features_are_non_negative_and_bounded():
     f = colour_texture_features(torch.rand(2, 3, 20, 24))
-    assert f.shape == (2, 8, 20, 24) and f.min() >= 0 and f.max() <= 1.0 + 1e-5
+    assert f.shape == (2, 12, 20, 24) and f.min() >= 0 and f.max() <= 2.5
+
+
+def test_colour_features_separate_hues_of_equal_lightness():
+    """Red and green of similar lightness must differ in chroma channels about as much as black
+    and white differ in lightness (the old (a + 128) / 255 scaling made them 20x weaker)."""
+
+    def feats(rgb):
+        return colour_texture_features(torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 32, 32))
+
+    red_green = (feats([0.8, 0.2, 0.2]) - feats([0.2, 0.55, 0.2])).abs().amax()
+    black_white = (feats([0.0, 0.0, 0.0]) - feats([1.0, 1.0, 1.0])).abs().amax()
+    assert red_green > 0.5 * black_white
+
+
+def test_unit_energy_normalises_each_channel():
+    x = torch.rand(2, 3, 5, 5) * torch.tensor([0.01, 1.0, 100.0]).view(1, 3, 1, 1)
+    y = unit_energy(x)
+    torch.testing.assert_close(y.pow(2).mean(dim=(0, 2, 3)), torch.ones(3), rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(unit_energy(torch.zeros(1, 2, 3, 3))).all()
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from safetensors.torch import load_file
 from torch import nn
 
 from .errors import CheckpointMismatchError
 from .registry import get_architecture
-from .resolve import resolve_checkpoint
+from .resolve import CARD_FILES, resolve_checkpoint
 
 T = TypeVar("T", bound="CopartModel")
 
@@ -25,7 +27,6 @@ class CopartModel(
     PyTorchModelHubMixin,
     library_name="copart_hub",
     pipeline_tag="image-segmentation",
-    license="apache-2.0",
     repo_url=REPO_URL,
     docs_url=REPO_URL + "#readme",
     tags=["copart-hub", "part-segmentation", "self-supervised"],
@@ -57,9 +58,31 @@ class CopartModel(
         return {}
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
-        """Write ``config.json``, ``model.safetensors`` and (if absent) a ``README.md`` card."""
-        kwargs.setdefault("config", self.config)
-        return super().save_pretrained(save_directory, **kwargs)
+        """Write ``config.json`` (with ``architecture``), ``model.safetensors`` and the card.
+
+        A model loaded with :meth:`from_pretrained` keeps its card, licence and sample images
+        while its weights are unchanged (the files beside its weights are copied unless the
+        folder already has them); any other model, fine-tuned ones included, gets a copart_hub
+        card (:meth:`generate_model_card`). ``push_to_hub`` goes through
+        here, so what is pushed reloads with :func:`copart_hub.from_pretrained`.
+        """
+        if kwargs.get("config") is None:  # the mixin's push_to_hub passes config=None
+            kwargs["config"] = self.config
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        card_files, digest = getattr(self, "card_files", ((), None))
+        unchanged = digest is not None and digest == weights_digest(self)
+        for source in card_files if unchanged else ():
+            if not (folder / source.name).exists() and source.is_file():
+                shutil.copy2(source, folder / source.name)
+        return super().save_pretrained(folder, **kwargs)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """A copart_hub card for a model without one (licence ``unknown``: the weights' terms
+        are those of their training data, which only their author can state)."""
+        from .card import build_model_card
+
+        return build_model_card(self, {"num_parts": getattr(self, "num_parts", "n/a")})
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -97,7 +120,19 @@ class CopartModel(
             )
         model = target(**{**config, **overrides})
         load_weights_strict(model, weights_file, map_location)
+        folder = Path(weights_file).parent
+        files = [folder / name for name in CARD_FILES if (folder / name).is_file()]
+        model.card_files = (files + sorted(folder.glob("*.png")), weights_digest(model))
         return model.eval()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-1 of the state dict's tensors: tells whether weights changed since loading."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_weights_strict(

@@ -6,10 +6,129 @@ import json
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from torch import nn
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
+
+#: how validation keys of the training tasks appear in a card's ``model-index``:
+#: key -> (metric type, readable name)
+METRICS = {
+    "fg_iou": ("iou", "foreground IoU"),
+    "landmark_error_iod_pct": ("landmark_error", "landmark error (% of inter-ocular distance)"),
+    "mae_sum": ("mae", "keypoint MAE sum (px)"),
+    "asa": ("asa", "achievable segmentation accuracy"),
+    "boundary_recall": ("recall", "boundary recall"),
+}
+
+
+TABLE_METRICS = {
+    **METRICS,
+    "fg_ari": ("ari", "ARI x100 of part labels at foreground landmarks"),
+    "fg_nmi": ("nmi", "NMI x100 of part labels at foreground landmarks"),
+    "full_ari": ("ari", "ARI x100 of part labels at all landmarks"),
+    "full_nmi": ("nmi", "NMI x100 of part labels at all landmarks"),
+    "ASA": METRICS["asa"],
+    "BR": METRICS["boundary_recall"],
+    "BP": ("precision", "boundary precision"),
+}
+#: table columns that qualify a row (they go into the metric name)
+KEY_COLUMNS = ("requested", "actual", "actual count")
+
+
+def table_eval_results(text: str, datasets: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    """``EvalResult`` fields of the rows about *this model* in a card's score tables.
+
+    Each ``### <dataset>`` section under ``## Held-out scores`` (as written by ``copart-hub eval
+    ... --card``) holds tables whose first column names the method; rows that start with
+    ``this model`` give one result per metric column (:data:`TABLE_METRICS`). ``datasets`` maps
+    a section name (``""``: tables before any ``###``) to the dataset's (type, split name).
+    A suffix (``this model + GrabCut``) and the
+    table's non-metric columns (superpixel counts) go into the metric name.
+    """
+    span = _section_span(text, SCORES_HEADING)
+    if span is None:
+        return []
+    results: list[dict[str, Any]] = []
+    section = ""
+    header: list[str] = []
+    for line in text[span[0] : span[1]].splitlines():
+        if line.startswith("### "):
+            section, header = line[4:].strip(), []
+            continue
+        if not line.startswith("|"):
+            header = []  # a table ends
+            continue
+        if section not in datasets:
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not header:
+            header = cells
+            continue
+        if not cells[0].startswith("this model"):
+            continue
+        variant = cells[0][len("this model") :].strip()
+        pairs = list(zip(header[1:], cells[1:], strict=False))  # ragged rows: shortest wins
+        keys = [f"{h} {c}" for h, c in pairs if h in KEY_COLUMNS and c]
+        for col, cell in pairs:
+            if col not in TABLE_METRICS or not cell:
+                continue
+            metric_type, metric_name = TABLE_METRICS[col]
+            detail = ", ".join([variant, *keys] if variant else keys)
+            results.append(
+                {
+                    "task_type": "image-segmentation",
+                    "dataset_type": datasets[section][0],
+                    "dataset_name": datasets[section][1],
+                    "dataset_config": section or None,
+                    "metric_type": metric_type,
+                    "metric_name": f"{metric_name} ({detail})" if detail else metric_name,
+                    "metric_value": float(cell),
+                }
+            )
+    return results
+
+
+def eval_results(info: dict[str, Any]) -> list[EvalResult] | None:
+    """``EvalResult`` rows for a card's ``model-index``: ``info["eval_results"]`` (dicts of
+    :class:`~huggingface_hub.EvalResult` fields), else the known keys of ``info["validation"]``
+    on ``info["eval_dataset"]`` (``{"type", "name", "split"}``)."""
+    if info.get("eval_results"):
+        return [EvalResult(**row) for row in info["eval_results"]]
+    dataset = info.get("eval_dataset")
+    scores = info.get("validation") or {}
+    rows = [
+        EvalResult(
+            task_type="image-segmentation",
+            dataset_type=dataset["type"],
+            dataset_name=dataset["name"],
+            dataset_split=dataset.get("split"),
+            metric_type=METRICS[key][0],
+            metric_name=METRICS[key][1],
+            metric_value=round(float(value), 4),
+        )
+        for key, value in scores.items()
+        if key in METRICS and dataset
+    ]
+    return rows or None
+
+
+def card_data(name: str, info: dict[str, Any]) -> ModelCardData:
+    """Hub metadata: ``license: other`` with an id (``license_name``) and a link when the weights
+    carry their training data's terms (``unknown`` when nobody said), datasets, tags and a
+    ``model-index`` made from the held-out scores."""
+    licence = info.get("license_name")
+    return ModelCardData(
+        library_name="copart_hub",
+        pipeline_tag="image-segmentation",
+        license="other" if licence else "unknown",
+        license_name=licence,
+        license_link=info.get("license_link") if licence else None,
+        tags=sorted({"copart-hub", "part-segmentation", *info.get("tags", [])}),
+        datasets=info.get("datasets"),
+        model_name=name,
+        eval_results=eval_results(info),
+    )
 
 
 def scores_table(scores: dict[str, Any]) -> str:
@@ -32,20 +151,12 @@ def scores_table(scores: dict[str, Any]) -> str:
     return "| metric | value |\n|---|---|\n" + body
 
 
-def write_model_card(model: nn.Module, path: str | Path, info: dict[str, Any]) -> Path:
-    """Render the card for ``model`` from ``info`` (see the template for the keys)."""
+def build_model_card(model: nn.Module, info: dict[str, Any]) -> ModelCard:
+    """Render the card for ``model`` from ``info`` (see the template and :func:`card_data` for
+    the keys)."""
     name = info.get("name", type(model).__name__)
-    card_data = ModelCardData(
-        library_name="copart_hub",
-        pipeline_tag="image-segmentation",
-        license="other",
-        license_name=info.get("licence_name", "research-only"),
-        tags=["copart-hub", *info.get("tags", [])],
-        datasets=info.get("datasets"),
-        model_name=name,
-    )
-    card = ModelCard.from_template(
-        card_data,
+    return ModelCard.from_template(
+        card_data(name, info),
         template_path=str(TEMPLATE),
         name=name,
         summary=info.get("summary", ""),
@@ -66,9 +177,20 @@ def write_model_card(model: nn.Module, path: str | Path, info: dict[str, Any]) -
         train_config=json.dumps(info.get("train_config", {}), indent=2),
         limitations=info.get("limitations", "See the project README."),
     )
+
+
+def write_model_card(model: nn.Module, path: str | Path, info: dict[str, Any]) -> Path:
+    """Write :func:`build_model_card` to ``path`` (a ``README.md``)."""
     path = Path(path)
-    card.save(path)
+    build_model_card(model, info).save(path)
     return path
+
+
+def update_card_metadata(card_path: str | Path, name: str, info: dict[str, Any]) -> None:
+    """Replace the metadata block of an existing card with :func:`card_data`; the text stays."""
+    card = ModelCard.load(card_path)
+    card.data = card_data(name, info)
+    card.save(card_path)
 
 
 SCORES_HEADING = "## Held-out scores"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from huggingface_hub import constants, hf_hub_download
@@ -17,6 +18,7 @@ from .errors import ModelNotFoundError
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 CONFIG_NAME = constants.CONFIG_NAME  # config.json
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # model.safetensors
+CARD_FILES = ("README.md", "LICENSE.md")  # kept with the weights by save_pretrained / push
 
 
 def zoo_names() -> list[str]:
@@ -94,4 +96,14 @@ def resolve_checkpoint(
             ) from None
         except (RepositoryNotFoundError, EntryNotFoundError) as err:
             raise ModelNotFoundError(f"{name!r}: {filename} not found on the Hub ({err})") from None
+    for filename in CARD_FILES:  # the card and the weights' terms, when the repo has them
+        with contextlib.suppress(LocalEntryNotFoundError, EntryNotFoundError):
+            hf_hub_download(
+                repo_id=name,
+                filename=filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
     return files[0], files[1]

@@ -60,11 +60,11 @@ class DFF(BackbonePartModel, paper_url="https://arxiv.org/abs/1806.10206", tags=
         feature_reduction: int | None = None,
     ) -> None:
         super().__init__()
-        channels = self._init_backbone(
+        (channels,) = self._init_backbone(
             backbone,
             num_parts,
             input_size,
-            feature_index,
+            (feature_index,),
             backbone_weights,
             image_mean,
             image_std,

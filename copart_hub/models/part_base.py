@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from ..hub.base import CopartModel
@@ -46,34 +47,38 @@ class BackbonePartModel(PartModel):
         backbone: str,
         num_parts: int,
         input_size: tuple[int, int],
-        feature_index: int,
+        feature_indices: tuple[int, ...],
         backbone_weights: str | None,
         image_mean: tuple[float, float, float] | None,
         image_std: tuple[float, float, float] | None,
-        feature_channels: int | None,
-        feature_reduction: int | None = None,
+        feature_channels: int | list[int] | None,
+        feature_reduction: int | list[int] | None = None,
         **timm_kwargs: Any,
-    ) -> int:
-        """Build ``self.encoder`` and the part-model attributes; returns the channel count."""
+    ) -> list[int]:
+        """Build ``self.encoder`` on the timm feature levels ``feature_indices`` and the
+        part-model attributes; returns the channel count of each level. ``feature_channels`` /
+        ``feature_reduction`` (saved configs) are checked against the built backbone."""
         from .backbone import TimmBackbone
 
-        self.encoder = TimmBackbone(backbone, (feature_index,), backbone_weights, **timm_kwargs)
-        channels = self.encoder.channels[0]
-        if feature_channels is not None and feature_channels != channels:
-            raise ValueError(f"{backbone} has {channels} channels, config says {feature_channels}")
-        stride = self.encoder.reductions[0]
-        if feature_reduction is not None and feature_reduction != stride:
-            raise ValueError(f"{backbone} has stride {stride}, config says {feature_reduction}")
+        self.encoder = TimmBackbone(backbone, feature_indices, backbone_weights, **timm_kwargs)
+        for name, saved, built in (
+            ("channels", feature_channels, self.encoder.channels),
+            ("stride", feature_reduction, self.encoder.reductions),
+        ):
+            if saved is not None and list(np.atleast_1d(saved)) != built:
+                raise ValueError(f"{backbone} has {name} {built}, config says {saved}")
         self.num_parts = num_parts
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.image_mean = tuple(image_mean or self.encoder.mean)
         self.image_std = tuple(image_std or self.encoder.std)
-        return channels
+        return list(self.encoder.channels)
 
     def derived_config(self) -> dict[str, Any]:
+        channels, reductions = self.encoder.channels, self.encoder.reductions
+        single = len(channels) == 1  # one level: plain ints, as in the released configs
         return {
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
-            "feature_channels": self.encoder.channels[0],
-            "feature_reduction": self.encoder.reductions[0],
+            "feature_channels": channels[0] if single else list(channels),
+            "feature_reduction": reductions[0] if single else list(reductions),
         }

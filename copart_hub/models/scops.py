@@ -1,9 +1,16 @@
 """SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019).
 
-A timm backbone at output stride 8 (the official model is a dilated DeepLab-v2 ResNet-50)
-followed by the DeepLab-v2 classifier: the *sum* of four dilated 3x3 convolutions to K+1
-channels (channel 0 = background), weights N(0, 0.01). Losses live in
-:mod:`copart_hub.losses.scops`; training in ``copart_hub.training.tasks.scops``.
+Two architectures, both predicting K+1 part logits (channel 0 = background):
+
+- ``scops`` (:class:`SCOPS`): as in the paper, a timm backbone dilated to output stride 8 (the
+  official model is a dilated DeepLab-v2 ResNet-50) and the DeepLab-v2 classifier, the *sum* of
+  four dilated 3x3 convolutions, weights N(0, 0.01).
+- ``scops_fpn`` (:class:`SCOPSFPN`): the same backbone family at its native stride 32 with a
+  light FPN decoder back to stride 4. Dilation makes the last two stages run on 4x and 16x more
+  positions; this decoder gives finer part maps for a fraction of the cost (see
+  ``benchmarks/bench_train_step.py``).
+
+Losses live in :mod:`copart_hub.losses.scops`; training in ``copart_hub.training.tasks.scops``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..hub.registry import register_architecture, register_model
+from .decoders import FPNDecoder
 from .part_base import BackbonePartModel
 
 
@@ -59,11 +67,11 @@ class SCOPS(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tag
     ) -> None:
         super().__init__()
         kwargs = {"output_stride": output_stride} if output_stride else {}
-        channels = self._init_backbone(
+        (channels,) = self._init_backbone(
             backbone,
             num_parts,
             input_size,
-            -1,
+            (-1,),
             backbone_weights,
             image_mean,
             image_std,
@@ -85,6 +93,68 @@ class SCOPS(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tag
         return self.forward_head(self.forward_features(pixel_values))
 
 
+def _part_head(in_channels: int, num_parts: int) -> nn.Conv2d:
+    """3x3 conv to K+1 logits, weights N(0, 0.01) as the official classifier."""
+    head = nn.Conv2d(in_channels, num_parts + 1, 3, padding=1)
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+@register_architecture("scops_fpn")
+class SCOPSFPN(BackbonePartModel, paper_url="https://arxiv.org/abs/1905.01298", tags=["scops"]):
+    """SCOPS on a stride-32 timm encoder with an FPN decoder to stride 4.
+
+    Args:
+        backbone: timm model name with ``features_only`` support.
+        num_parts: K (K+1 output channels, 0 = background).
+        input_size: ``(H, W)`` training / inference resolution.
+        feature_indices: encoder levels fed to the decoder, finest first (timm indices; the
+            default 1-4 are strides 4-32 for ResNets, RegNets and MobileNets).
+        decoder_channels: FPN width.
+        backbone_weights: optional local weight file, read once at construction.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_parts: int = 8,
+        input_size: tuple[int, int] = (128, 128),
+        feature_indices: tuple[int, ...] = (1, 2, 3, 4),
+        decoder_channels: int = 64,
+        backbone_weights: str | None = None,
+        image_mean: tuple[float, float, float] | None = None,
+        image_std: tuple[float, float, float] | None = None,
+        feature_channels: list[int] | None = None,
+        feature_reduction: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        channels = self._init_backbone(
+            backbone,
+            num_parts,
+            input_size,
+            tuple(feature_indices),
+            backbone_weights,
+            image_mean,
+            image_std,
+            feature_channels,
+            feature_reduction,
+        )
+        self.decoder = FPNDecoder(channels, decoder_channels)
+        self.classifier = _part_head(decoder_channels, num_parts)
+
+    def forward_features(self, pixel_values: Tensor) -> Tensor:
+        """Decoded features ``[B, D, H/4, W/4]``."""
+        return self.decoder(self.encoder(pixel_values))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.classifier(features)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Normalised images ``[B, 3, H, W]`` -> part logits ``[B, K+1, H/4, W/4]``."""
+        return self.forward_head(self.forward_features(pixel_values))
+
+
 register_model("scops_resnet18", "scops", "SCOPS, timm resnet18 at stride 8 (from scratch)")
 register_model(
     "scops_resnet50",
@@ -93,4 +163,19 @@ register_model(
     backbone="resnet50",
     input_size=(256, 256),
     aspp_rates=(6, 12, 18, 24),
+)
+register_model(
+    "scops_fpn_resnet18", "scops_fpn", "SCOPS, timm resnet18 at stride 32 + FPN to stride 4"
+)
+register_model(
+    "scops_fpn_regnetx_002",
+    "scops_fpn",
+    "SCOPS, timm regnetx_002 (2.3 M parameters) + FPN to stride 4",
+    backbone="regnetx_002",
+)
+register_model(
+    "scops_fpn_mobilenetv4",
+    "scops_fpn",
+    "SCOPS, timm mobilenetv4_conv_small (1.3 M parameters) + FPN to stride 4",
+    backbone="mobilenetv4_conv_small",
 )

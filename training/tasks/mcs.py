@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
+from copart_hub.data.provenance import card_facts
 from copart_hub.data.videos import TaichiClip, TaichiFrames, taichi_clips, taichi_frames
 from copart_hub.evaluation.parts import evaluate
 from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
@@ -275,10 +276,8 @@ class McsTask(Task):
                 "MCS: Motion-supervised Co-Part Segmentation (Siarohin, Roy et al., ICPR 2020)"
             ),
             "paper": "https://arxiv.org/abs/2004.03234",
-            "data": "Tai-Chi-HD clips 00-11 (14 public demo clips, 12-13 held out for validation)",
-            "data_licence": "Tai-Chi-HD footage (YouTube): research use only",
-            "licence_name": "research-only (trained on non-commercial data)",
-            "datasets": ["Tai-Chi-HD"],
+            **card_facts("taichi"),
+            "data_source": "taichi",
             "num_parts": a["num_parts"],
             "reference_features": f"perceptual loss: {a['feature_net']} features",
             "limitations": (

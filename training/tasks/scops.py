@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 
 from copart_hub import create_model
 from copart_hub.data import collections
+from copart_hub.data.provenance import card_facts
 from copart_hub.losses.scops import (
     PartBasis,
     ScopsLossWeights,
@@ -44,6 +45,7 @@ from copart_hub.losses.scops import (
 from copart_hub.models.backbone import TimmBackbone
 from copart_hub.ops.coordinates import concentration_loss
 from copart_hub.ops.warps import random_scops_tps
+from copart_hub.processing import upsample_logits
 from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 from ..sampling import sample_rng
@@ -127,16 +129,26 @@ class ScopsImages(Dataset):
 
 
 def colour_texture_features(image: Tensor) -> Tensor:
-    """Fixed non-negative descriptors ``[B, 8, H, W]`` of RGB in [0, 1]: Lab colour blurred at
-    two scales and Sobel gradient energy of L at two scales, each roughly in [0, 1]."""
+    """Fixed non-negative descriptors ``[B, 12, H, W]`` of RGB in [0, 1] at two scales (Gaussian
+    sigma 1 and 4 px): lightness ``L / 100``, opponent chroma as four half-wave channels
+    ``relu(+-a) / 50``, ``relu(+-b) / 50`` (so a non-negative basis can express any hue), and the
+    Sobel gradient energy of L."""
     lab = rgb_to_lab(image)
-    lab = torch.cat([lab[:, :1] / 100, (lab[:, 1:] + 128) / 255], 1)
+    chroma = lab[:, 1:] / 50
+    lab = torch.cat([lab[:, :1] / 100, F.relu(chroma), F.relu(-chroma)], 1)
     feats = []
     for sigma in (1.0, 4.0):
         k = 2 * round(3 * sigma) + 1
         blurred = gaussian_blur2d(lab, (k, k), (sigma, sigma))
         feats += [blurred, (sobel(blurred[:, :1]) * 4).clamp(0, 1)]
     return torch.cat(feats, 1)
+
+
+def unit_energy(features: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale each channel of ``[B, C, H, W]`` to unit mean square over the batch and pixels, so
+    that the semantic-consistency weight means the same for any reference source."""
+    rms = features.pow(2).mean(dim=(0, 2, 3), keepdim=True).sqrt()
+    return features / (rms + eps)
 
 
 def _soft_bins(x: Tensor, bins: int, low: float, high: float) -> Tensor:
@@ -183,12 +195,13 @@ class ScopsModule(nn.Module):
         self.reference, self.ema_decay = reference, ema_decay
         self.teacher: nn.Module | None = None
         if reference == "colour":
-            channels = 8
+            channels = 12
         elif reference == "histogram":
             channels = 52
-        elif reference == "ema":
-            self.teacher = copy.deepcopy(model.encoder).requires_grad_(False)
-            channels = model.encoder.channels[0]
+        elif reference == "ema":  # the whole segmenter; its forward_features are the targets
+            self.teacher = copy.deepcopy(model).requires_grad_(False)
+            probe = torch.zeros(1, 3, *model.input_size)
+            channels = self.teacher.eval().forward_features(probe).shape[1]
         elif reference.startswith("timm:"):
             _, name, weights = reference.split(":", 2)
             self.teacher = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
@@ -212,21 +225,21 @@ class ScopsModule(nn.Module):
         if self.teacher is None:
             return colour_texture_features(image01)
         self.teacher.eval()
-        inputs = normalised
-        if self.reference.startswith("timm:"):
+        if self.reference == "ema":
+            feats = self.teacher.forward_features(normalised)
+        else:
             mean = torch.tensor(self.teacher.mean, device=image01.device).view(1, 3, 1, 1)
             std = torch.tensor(self.teacher.std, device=image01.device).view(1, 3, 1, 1)
-            inputs = (image01 - mean) / std
-        feats = F.relu(self.teacher(inputs)[0])
-        return F.interpolate(feats, size=size, mode="bilinear", align_corners=True)
+            feats = self.teacher((image01 - mean) / std)[0]
+        return F.interpolate(F.relu(feats), size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def update_teacher(self) -> None:
         if self.reference != "ema" or self.teacher is None:
             return
-        for t, s in zip(self.teacher.parameters(), self.model.encoder.parameters(), strict=True):
+        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
             t.lerp_(s, 1 - self.ema_decay)
-        for t, s in zip(self.teacher.buffers(), self.model.encoder.buffers(), strict=True):
+        for t, s in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
             t.copy_(s)
 
 
@@ -245,6 +258,8 @@ class ScopsTask(Task):
         "scale_range": [0.6, 1.1],
         "saliency": "grabcut",
         "reference": "colour",
+        "reference_norm": "unit_energy",  # or "none" (raw feature scale, as the official code)
+        "loss_size": None,  # side of the maps the losses see; None = the input size (official)
         "ema_decay": 0.999,
         "lr": 1e-4,
         "basis_lr": 0.01,
@@ -261,6 +276,9 @@ class ScopsTask(Task):
         choices = (*FOREGROUND_METHODS, "masks", "none")
         if self.args["saliency"] not in choices:
             raise ValueError(f"saliency must be one of {choices}, got {self.args['saliency']!r}")
+        norm = self.args["reference_norm"]
+        if norm not in ("unit_energy", "none"):
+            raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
         self.weights = ScopsLossWeights(**self.args["weights"])
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
 
@@ -315,16 +333,25 @@ class ScopsTask(Task):
         model = inner.model
         image, fg = batch["image"], batch["foreground"]
         size = image.shape[-2:]
+        if self.args["loss_size"]:
+            size = (int(self.args["loss_size"]),) * 2
         x = self._normalise(model, image)
         warp = random_scops_tps(image.shape[0], device=image.device, dtype=image.dtype)
         jittered = torch.stack([self.jitter(im) for im in image])  # colour: warped branch only
-        x_t = self._normalise(model, warp.warp(jittered, padding_mode="zeros"))
+        # warped in normalised space: the frame is padded with the mean colour, not black
+        x_t = warp.warp(self._normalise(model, jittered), padding_mode="zeros")
         both, basis = module(torch.cat([x, x_t]))  # one forward: DDP-safe
-        both = F.interpolate(both, size=size, mode="bilinear", align_corners=True)
+        both = upsample_logits(both, size)  # as PartSegmenter does
         logits, logits_t = both.chunk(2)
         probs = logits.softmax(1)
         kl, centre_mse = equivariance_loss(logits, logits_t, warp)
         ref = inner.reference_features(image, x)
+        if ref.shape[-2:] != size:
+            ref = F.interpolate(ref, size=size, mode="area")
+        if self.args["reference_norm"] == "unit_energy":
+            ref = unit_energy(ref)
+        if fg.shape[-2:] != size:
+            fg = F.interpolate(fg, size=size, mode="area")
         terms = {
             "concentration": concentration_loss(probs[:, 1:]),
             "equivariance": kl,
@@ -379,19 +406,15 @@ class ScopsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
-        data = {
-            "faces300w": (
-                "300-W faces (AFW + HELEN train), 4/5 of the 1207 crops",
-                "300-W (iBUG): non-commercial research use",
-            ),
-            "weizmann_horse": ("Weizmann horses 1-180", "Weizmann Horse Database: research use"),
-        }.get(a["collection"], (str(a["data_dir"]), "the user's data"))
+        if a["data_dir"]:
+            facts: dict[str, Any] = {"data": str(a["data_dir"]), "data_licence": "the user's data"}
+        else:
+            facts = card_facts(a["collection"])
         return {
+            **facts,
             "method": "SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019)",
             "paper": "https://arxiv.org/abs/1905.01298",
-            "data": data[0],
-            "data_licence": data[1],
-            "licence_name": "research-only (trained on non-commercial data)",
+            "data_source": None if a["data_dir"] else a["collection"],
             "num_parts": getattr(self, "num_parts", None),
             "reference_features": a["reference"],
             "tags": ["scops", "part-segmentation"],

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from copart_hub import create_model
+from copart_hub.data.provenance import card_facts
 from copart_hub.losses.ssn import IGNORE_INDEX, ssn_loss
 from copart_hub.metrics.superpixels import achievable_segmentation_accuracy, boundary_recall
 from copart_hub.processing import image_to_tensor
@@ -173,9 +174,7 @@ class SSNTask(Task):
             ),
             "method": "SSN: Superpixel Sampling Networks (Jampani et al., ECCV 2018)",
             "paper": "https://arxiv.org/abs/1807.10174",
-            "data": "BSDS500 train (200 images); selected on BSDS500 val",
-            "data_licence": "BSDS500: non-commercial research use",
-            "licence_name": "research-only (trained on non-commercial data)",
-            "datasets": ["BSDS500"],
+            **card_facts("bsds500"),
+            "data_source": "bsds500",
             "tags": ["superpixels", "ssn"],
         }

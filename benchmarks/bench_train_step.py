@@ -1,0 +1,119 @@
+"""Training throughput of one optimiser step per config: seconds per step, samples/s, peak RSS.
+
+Each case runs in its own subprocess (so peak memory is that case's alone) on synthetic batches
+of the config's shapes (compute does not depend on pixel values), with the config's task,
+model, losses, gradient clipping and optimisers: exactly what ``copart-hub train`` runs per step,
+minus data loading.
+
+    python benchmarks/bench_train_step.py                           # every SCOPS/MCS config
+    python benchmarks/bench_train_step.py --cases scops_horses \
+        "scops_horses task_args.model=scops_fpn_resnet18 task_args.loss_size=128"
+    python benchmarks/bench_train_step.py --threads 2 --batch 8 --repeats 5
+
+A case is a config name followed by optional ``key=value`` overrides, as for ``copart-hub train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_CASES = ["scops_faces300w", "scops_horses", "mcs_taichi"]
+
+
+def _synthetic_batch(task, cfg, batch: int):
+    import torch
+
+    size = int(task.args["size"])
+    g = torch.Generator().manual_seed(0)
+    if cfg.task == "scops":
+        fg = torch.zeros(batch, 1, size, size)
+        fg[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+        return {"image": torch.rand(batch, 3, size, size, generator=g), "foreground": fg}
+    if cfg.task == "mcs":
+        return {
+            "source": torch.rand(batch, 3, size, size, generator=g),
+            "target": torch.rand(batch, 3, size, size, generator=g),
+        }
+    raise ValueError(f"no synthetic batch for task {cfg.task!r}")
+
+
+def run_case(case: str, batch: int, repeats: int, threads: int) -> dict:
+    """One case in this process: median step time after one warm-up step, and peak RSS."""
+    import torch
+    from copart_hub.training.config import load_config
+    from copart_hub.training.launch import resolve_config
+    from copart_hub.training.tasks import get_task
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    name, *overrides = case.split()
+    cfg = load_config(resolve_config(name), [*overrides, f"batch_size={batch}"])
+
+    task = get_task(cfg.task)(cfg.task_args, cfg.seed)
+    module = task.build_model()
+    module.train()
+    optimizers = [opt for opt, _ in task.build_optimizers(module, cfg.max_steps)]
+    data = _synthetic_batch(task, cfg, batch)
+    times = []
+    for step in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss, _ = task.training_step(module, data, step)
+        loss.backward()
+        for opt in optimizers:
+            if cfg.clip_grad_norm:
+                params = [p for g in opt.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if step:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - t0)
+    with open("/proc/self/status") as f:
+        hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0)
+    model = task.release_model(module)
+    return {
+        "case": case,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "s_per_step": statistics.median(times),
+        "samples_per_s": batch / statistics.median(times),
+        "peak_rss_mib": hwm / 1024,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--_one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._one:
+        print(json.dumps(run_case(args._one, args.batch, args.repeats, args.threads)))
+        return
+    print(f"batch {args.batch}, {args.threads} threads, median of {args.repeats} steps\n")
+    print("| case | params (M) | s / step | samples / s | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for case in args.cases:
+        cmd = [sys.executable, __file__, "--_one", case, "--batch", str(args.batch)]
+        cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            print(f"| `{case}` | failed: {done.stderr.strip().splitlines()[-1]} | | | |")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"| `{case}` | {r['params_m']:.1f} | {r['s_per_step']:.2f} | "
+            f"{r['samples_per_s']:.1f} | {r['peak_rss_mib']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Where the training data of released weights comes from, and under which terms.
+
+Weights inherit the terms of their training data: a card says ``license: other`` with the id
+and the ``LICENSE.md`` written beside the weights (:func:`licence_text`), and a model-index on
+the held-out split named here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A training collection: what it is, its terms, and its held-out split."""
+
+    description: str
+    licence_id: str  # the card's ``license_name``
+    terms: str
+    dataset: str  # the card's ``datasets`` entry and model-index dataset type
+    eval_name: str  # the held-out split of the model-index
+
+
+SOURCES = {
+    "faces300w": DataSource(
+        "300-W faces (AFW + HELEN train), 4/5 of the 1207 crops",
+        "300w-non-commercial",
+        "300-W (iBUG, Imperial College London): non-commercial research use only; images "
+        "from Flickr remain their authors' property.",
+        "300-W",
+        "300-W faces, every 5th crop (held out)",
+    ),
+    "weizmann_horse": DataSource(
+        "Weizmann horses 1-180",
+        "weizmann-horse-research-only",
+        "Weizmann Horse Database (Borenstein & Ullman): research use only.",
+        "Weizmann-Horse",
+        "Weizmann horses 181-228 (held out)",
+    ),
+    "taichi": DataSource(
+        "Tai-Chi-HD clips 00-11 (14 public demo clips, 12-13 held out for validation)",
+        "taichi-hd-research-only",
+        "Tai-Chi-HD footage (YouTube) as shown in public research demo videos: research use only.",
+        "Tai-Chi-HD",
+        "Tai-Chi-HD clips 12-13 (held out), MediaPipe pseudo ground truth",
+    ),
+    "bsds500": DataSource(
+        "BSDS500 train (200 images); selected on BSDS500 val",
+        "bsds500-non-commercial",
+        "Berkeley Segmentation Dataset 500: non-commercial research use only.",
+        "BSDS500",
+        "BSDS500 val",
+    ),
+}
+
+
+def card_facts(source: str) -> dict[str, object]:
+    """The card keys (:func:`copart_hub.hub.card.card_data`) of a training collection."""
+    s = SOURCES[source]
+    return {
+        "data": s.description,
+        "data_licence": s.terms,
+        "license_name": s.licence_id,
+        "license_link": "LICENSE.md",
+        "datasets": [s.dataset],
+        "eval_dataset": {"type": s.dataset, "name": s.eval_name},
+    }
+
+
+def licence_text(name: str, source: str) -> str:
+    """``LICENSE.md`` of weights ``name`` trained on ``source``."""
+    s = SOURCES[source]
+    return (
+        f"# Terms of the `{name}` weights\n\n"
+        f"These weights were trained on {s.description}. {s.terms}\n\n"
+        "They inherit these terms: use them for non-commercial research only. The copart_hub "
+        "code that produced and runs them is Apache-2.0.\n"
+    )
