@@ -87,3 +87,65 @@ def test_a_changed_loaded_model_does_not_keep_the_old_card(tmp_path: Path):
     model.save_pretrained(tmp_path / "tuned")
     assert not (tmp_path / "tuned" / "LICENSE.md").exists()
     assert metadata_load(tmp_path / "tuned" / "README.md")["license"] == "unknown"
+
+
+def test_zoo_name_hub_id_and_pretrained_tag_give_the_same_model(monkeypatch, tmp_path: Path):
+    from copart_hub.hub.resolve import RELEASED, resolve_checkpoint
+
+    by_name = resolve_checkpoint("ssn_bsds500")
+    assert resolve_checkpoint("copart-hub/ssn_bsds500") == by_name  # the mirror serves the id
+    model = copart_hub.create_model("ssn_deep.bsds500", pretrained=True)
+    ref = copart_hub.from_pretrained("ssn_bsds500")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True)
+    )
+    assert set(copart_hub.list_models(pretrained=True)) >= {"ssn_deep.bsds500"}
+    with pytest.raises(ValueError, match="no released weights"):
+        copart_hub.create_model("ssn_deep.nothing", pretrained=True)
+    # a mirror folder takes precedence; a released name missing locally goes to its pinned repo
+    mirror = tmp_path / "mirror"
+    shutil.copytree(by_name[0].parent, mirror / "scops_horses")
+    monkeypatch.setenv("COPART_HUB_MIRROR", str(mirror))
+    assert resolve_checkpoint("scops_horses")[0] == mirror / "scops_horses" / "config.json"
+    calls = []
+    monkeypatch.setattr(
+        "copart_hub.hub.resolve.hf_hub_download",
+        lambda **kw: calls.append(kw) or (_ for _ in ()).throw(RuntimeError("no network")),
+    )
+    monkeypatch.setattr("copart_hub.hub.resolve.local_zoo_folder", lambda name: None)
+    with pytest.raises(RuntimeError, match="no network"):
+        resolve_checkpoint("mcs_taichi")
+    assert (calls[0]["repo_id"], calls[0]["revision"]) == RELEASED["mcs_taichi"]
+    assert calls[0]["library_name"] == "copart_hub"
+
+
+def test_the_wheel_ships_no_zoo_weights_but_the_default_ssn(tmp_path: Path):
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    weights = [n for n in names if n.endswith(".safetensors")]
+    assert weights == ["copart_hub/zoo/ssn_bsds500/model.safetensors"]
+    assert "copart_hub/py.typed" in names and wheel.stat().st_size < 5 * 2**20

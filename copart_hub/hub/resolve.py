@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from huggingface_hub import constants, hf_hub_download
@@ -19,13 +20,43 @@ ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 CONFIG_NAME = constants.CONFIG_NAME  # config.json
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # model.safetensors
 CARD_FILES = ("README.md", "LICENSE.md")  # kept with the weights by save_pretrained / push
+MIRROR_ENV = "COPART_HUB_MIRROR"  # a folder of <name>/ Hub repo folders (a local zoo mirror)
+HUB_ORG = "copart-hub"
+
+#: released checkpoints, as timm's pretrained configs: name -> (Hub repo id, pinned revision).
+#: A local mirror (``$COPART_HUB_MIRROR/<name>``, or the zoo of a source checkout / the wheel,
+#: which bundles only ``ssn_bsds500``) is used first, without any download.
+RELEASED: dict[str, tuple[str, str]] = {
+    name: (f"{HUB_ORG}/{name}", "main")
+    for name in ("ssn_bsds500", "scops_faces300w", "scops_horses", "mcs_taichi")
+}
+#: ``create_model("<entry>.<tag>", pretrained=True)`` names of the released checkpoints
+PRETRAINED_TAGS = {
+    "ssn_deep.bsds500": "ssn_bsds500",
+    "scops_resnet18.faces300w": "scops_faces300w",
+    "scops_resnet18.horses": "scops_horses",
+    "mcs_k10.taichi": "mcs_taichi",
+}
+
+
+def _mirrors() -> list[Path]:
+    extra = os.environ.get(MIRROR_ENV)
+    return [Path(extra).expanduser(), ZOO_DIR] if extra else [ZOO_DIR]
+
+
+def local_zoo_folder(name: str) -> Path | None:
+    """The local folder of zoo model ``name`` (or of its Hub id ``copart-hub/<name>``)."""
+    if name.startswith(HUB_ORG + "/"):
+        name = name.split("/", 1)[1]
+    if not name or "/" in name or name.startswith("."):
+        return None
+    return next((m / name for m in _mirrors() if (m / name / CONFIG_NAME).is_file()), None)
 
 
 def zoo_names() -> list[str]:
-    """Names of the checkpoints bundled with the package."""
-    if not ZOO_DIR.is_dir():
-        return []
-    return sorted(p.name for p in ZOO_DIR.iterdir() if (p / CONFIG_NAME).is_file())
+    """Names of the checkpoints available locally (mirror or bundled), without a download."""
+    names = {p.name for m in _mirrors() if m.is_dir() for p in m.iterdir()}
+    return sorted(n for n in names if local_zoo_folder(n) is not None)
 
 
 def _check_folder(folder: Path) -> tuple[Path, Path]:
@@ -61,8 +92,12 @@ def resolve_checkpoint(
             f"{path} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}"
         )
     name = str(name_or_path)
-    if name in zoo_names():
-        return _check_folder(ZOO_DIR / name)
+    local = local_zoo_folder(name)
+    if local is not None:
+        return _check_folder(local)
+    if name in RELEASED:  # released but not mirrored here: the pinned Hub revision
+        name, pinned = RELEASED[name]
+        revision = revision or pinned
     if "/" not in name:  # not a folder, not bundled, and not an "owner/name" Hub id
         raise ModelNotFoundError(
             f"{name!r} is not a local folder, a bundled model "
@@ -80,6 +115,7 @@ def resolve_checkpoint(
                         cache_dir=cache_dir,
                         local_files_only=local_files_only,
                         token=token,
+                        **_library(),
                     )
                 )
             )
@@ -105,5 +141,16 @@ def resolve_checkpoint(
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
                 token=token,
+                **_library(),
             )
     return files[0], files[1]
+
+
+def _library() -> dict[str, str]:
+    """``library_name`` / ``library_version`` for the Hub's download statistics."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {"library_name": "copart_hub", "library_version": version("copart-hub")}
+    except PackageNotFoundError:  # a source tree that is not installed
+        return {"library_name": "copart_hub"}
