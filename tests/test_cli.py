@@ -198,7 +198,7 @@ def test_frames_every_nth_and_bad_video(tmp_path: Path, capsys) -> None:
 def test_segment_with_a_released_scops_checkpoint(name: str, tmp_path: Path) -> None:
     import copart_hub
 
-    if name not in copart_hub.list_models(pretrained=True):
+    if name not in copart_hub.hub.zoo_names():
         pytest.skip(f"{name} is not bundled in this installation")
     image = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8)).save(image)
