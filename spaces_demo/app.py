@@ -1,24 +1,40 @@
 """copart_hub demo: part segmentation, superpixels and part swap (a Gradio 6 Blocks app).
 
-Run ``copart-hub demo`` (or ``python app.py`` inside a Space). Every model comes from
-``copart_hub`` (bundled zoo checkpoints by default); nothing is downloaded. Long work is queued
-with a concurrency limit, and bad input gets a short message in the page, never a stack trace.
+Run ``copart-hub demo`` (or ``python app.py`` inside a Space); both serve on
+``$GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT``. Locally the models are the bundled zoo, nothing is
+downloaded and Gradio's analytics are off unless ``GRADIO_ANALYTICS_ENABLED=True``; a Space also
+fetches the released checkpoints from the Hub. Long work is queued with a concurrency limit,
+outputs are deleted after an hour, and bad input gets a short message in the page, never a
+stack trace.
 """
 
+# The analytics default below must be set before gradio is imported:
+# ruff: noqa: E402
 from __future__ import annotations
 
+import os
+
+ANALYTICS_ENV = "GRADIO_ANALYTICS_ENABLED"
+os.environ.setdefault(ANALYTICS_ENV, "False")  # read by gradio: no telemetry unless asked for
+
 import argparse
+import contextlib
 import functools
 import json
+import re
+import shutil
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 from PIL import Image
 from skimage.segmentation import slic
 
@@ -27,7 +43,7 @@ from copart_hub.data.videos import read_video
 from copart_hub.examples import example_images
 from copart_hub.hub import CopartModel, ModelNotFoundError, zoo_names
 from copart_hub.hub.registry import get_architecture
-from copart_hub.hub.resolve import ZOO_DIR
+from copart_hub.hub.resolve import RELEASED, resolve_checkpoint
 from copart_hub.models.mcs import MCSModel
 from copart_hub.models.part_base import PartModel
 from copart_hub.models.ssn import SSN
@@ -42,6 +58,9 @@ MAX_VIDEO_FRAMES = 300  # 10 s at 30 fps
 MAX_VIDEO_PIXELS = 1_500_000  # per frame (1280x1080 fits)
 CONCURRENCY_LIMIT = 2  # model calls running at once; the rest wait in the queue
 QUEUE_SIZE = 64
+OUTPUT_MAX_AGE_S = 3600  # outputs older than this are deleted (a user has an hour to download)
+DELETE_CACHE = (600, OUTPUT_MAX_AGE_S)  # gr.Blocks(delete_cache=(every, older than)) in seconds
+OUTPUT_DIR_NAME = "copart_hub_outputs"  # per-request folders, inside gradio's cache
 DEFAULT_SPIXELS = 300
 VIDEO_PROGRESS = gr.Progress(track_tqdm=True)
 
@@ -58,11 +77,22 @@ class DemoModels:
     superpixels: str | None = None
 
     @classmethod
-    def from_zoo(cls) -> DemoModels:
-        """Sort the bundled checkpoints by kind (read from ``config.json``, weights not loaded)."""
+    def from_zoo(cls, names: Iterable[str] | None = None) -> DemoModels:
+        """Sort checkpoints by kind (read from ``config.json``; weights are not loaded).
+
+        ``names`` defaults to the local zoo, plus inside a Space (``SYSTEM=spaces``) every
+        released checkpoint, fetched from the Hub when not bundled (the wheel bundles only
+        ``ssn_bsds500``); one that cannot be found is left out with a warning."""
+        if names is None:
+            names = zoo_names() + (list(RELEASED) if os.environ.get("SYSTEM") == "spaces" else [])
         found = cls()
-        for name in zoo_names():
-            config = json.loads((ZOO_DIR / name / "config.json").read_text(encoding="utf-8"))
+        for name in dict.fromkeys(names):
+            try:
+                config_path = resolve_checkpoint(name)[0]
+            except ModelNotFoundError as err:
+                print(f"copart-hub demo: skipping {name}: {err}", file=sys.stderr)
+                continue
+            config = json.loads(config_path.read_text(encoding="utf-8"))
             arch = get_architecture(config["architecture"])
             if issubclass(arch, SSN):
                 found.superpixels = found.superpixels or name
@@ -93,10 +123,12 @@ def _swapper(name_or_path: str) -> PartSwapper:
 
 
 def image_upload(**kwargs: Any) -> gr.Image:
-    """A ``gr.Image`` (``type="filepath"``) whose unreadable or huge uploads raise a friendly
-    ``gr.Error`` instead of PIL's exception (wraps the instance's ``preprocess``; subclassing a
-    gradio component would write a ``.pyi`` stub next to this file)."""
-    component = gr.Image(type="filepath", **kwargs)
+    """A ``gr.Image`` whose unreadable uploads raise a friendly ``gr.Error`` instead of PIL's
+    exception (wraps the instance's ``preprocess``; subclassing a gradio component would write a
+    ``.pyi`` stub next to this file). With ``type="filepath"`` and ``image_mode=None`` gradio
+    only reads the header and passes the uploaded file on: ``read_image`` checks the size before
+    decoding. Give it examples with :func:`add_examples`, not ``gr.Examples``."""
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
     preprocess = component.preprocess
 
     def checked(payload: Any) -> str | None:
@@ -106,15 +138,47 @@ def image_upload(**kwargs: Any) -> gr.Image:
             raise _error(too_large_message()) from None
         except Exception:  # PIL raises many kinds for a file that is not an image
             name = getattr(payload, "orig_name", None) or "the upload"
-            raise _error(f"{name} is not an image this demo can read (try PNG or JPEG).") from None
+            raise _error(not_an_image_message(name)) from None
 
     component.preprocess = checked  # type: ignore[method-assign]
     return component
 
 
+def add_examples(component: gr.components.Component, paths: Sequence[str], label: str) -> None:
+    """Clickable examples that set ``component``'s value. Not ``gr.Examples``: it loads an example
+    as an update of the component's properties, after which gradio serves that session with a
+    fresh component built from the constructor arguments, without ``image_upload``'s checks."""
+    paths = list(paths)
+    dataset = gr.Dataset(
+        components=[component], samples=[[p] for p in paths], type="index", label=label
+    )
+
+    def load(index: int) -> str:
+        return paths[index]
+
+    dataset.click(
+        load,
+        dataset,
+        component,
+        queue=False,
+        show_progress="hidden",
+        api_name="load_example",
+        api_visibility="undocumented",
+    )
+
+
+#: the folders of an absolute path (POSIX or Windows), as they appear in library messages
+_FOLDERS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"]+)+[\\/]")
+
+
 def _error(message: str) -> gr.Error:
-    """A message for the user (shown in the page; no traceback in the server log)."""
-    return gr.Error(message, print_exception=False)
+    """A message for the user (shown in the page; no traceback in the server log). Paths in it
+    keep only the file name: ``/tmp/gradio/<hash>/a.jpg`` -> ``a.jpg``."""
+    return gr.Error(_FOLDERS.sub("", message), print_exception=False)
+
+
+def not_an_image_message(name: str) -> str:
+    return f"{Path(name).name} is not an image this demo can read (try PNG or JPEG)."
 
 
 def too_large_message(pixels: int | None = None) -> str:
@@ -123,7 +187,8 @@ def too_large_message(pixels: int | None = None) -> str:
 
 
 def read_image(path: str | None, what: str = "an image") -> Image.Image:
-    """Uploaded file -> RGB image, or ``gr.Error`` with a friendly message."""
+    """Uploaded file -> RGB image, or ``gr.Error`` with a friendly message. The pixel count is
+    read from the header (``Image.open`` decodes nothing) and checked before decoding."""
     if not path:
         raise _error(f"Please upload {what} first.")
     try:
@@ -132,7 +197,7 @@ def read_image(path: str | None, what: str = "an image") -> Image.Image:
     except Image.DecompressionBombError:
         raise _error(too_large_message()) from None
     except Exception:
-        raise _error(f"{Path(path).name} is not an image this demo can read.") from None
+        raise _error(not_an_image_message(path)) from None
     if pixels > MAX_IMAGE_PIXELS:
         raise _error(too_large_message(pixels))
     try:
@@ -176,8 +241,22 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise _error(str(err)) from None
 
 
+def output_root() -> Path:
+    """The parent of the per-request output folders: inside gradio's cache (``$GRADIO_TEMP_DIR``),
+    so gradio serves the files where they are and ``delete_cache`` deletes them."""
+    return Path(get_upload_folder()) / OUTPUT_DIR_NAME
+
+
 def _out_dir() -> Path:
-    out = Path(tempfile.gettempdir()) / "copart_hub_demo" / uuid.uuid4().hex
+    """A new per-request output folder. Folders older than ``OUTPUT_MAX_AGE_S`` are removed
+    first (``delete_cache`` deletes the files gradio handed out, not their folders)."""
+    root = output_root()
+    cutoff = time.time() - OUTPUT_MAX_AGE_S
+    for old in root.glob("*"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+    out = root / uuid.uuid4().hex
     out.mkdir(parents=True)
     return out
 
@@ -186,7 +265,7 @@ def _png(image: Image.Image, folder: Path, name: str) -> str:
     """Save ``image`` as ``folder/name.png``; outputs are returned as files, never PIL images:
     gradio caches a PIL output by rewriting a content-addressed file in place, and two requests
     with the same picture (e.g. an empty part mask) then race with the download of the other
-    (truncated responses under load); files are copied into its cache atomically."""
+    (truncated responses under load); our per-request files are served as they are."""
     path = folder / f"{name}.png"
     image.save(path)
     return str(path)
@@ -350,7 +429,8 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     models = models or DemoModels.from_zoo()
     examples = example_files()
     part_labels, swap_labels = list(models.parts), list(models.swap)
-    with gr.Blocks(title=TITLE) as demo:
+    analytics = os.environ.get(ANALYTICS_ENV) == "True"  # off unless the user opted in
+    with gr.Blocks(title=TITLE, analytics_enabled=analytics, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             f"# {TITLE}\nModels trained from scratch with "
             "[copart_hub](https://github.com/copart-hub/copart_hub): SCOPS (image collections), "
@@ -373,7 +453,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
             seg_files = gr.File(
                 label="Label map (PNG, 0 = background) and JSON", file_count="multiple"
             )
-            gr.Examples([[p] for p in examples["images"]], [seg_image], label="Examples")
+            add_examples(seg_image, examples["images"], "Examples")
             seg_run.click(
                 functools.partial(segment, models),
                 [seg_image, seg_model, seg_refine, seg_grabcut],
@@ -392,7 +472,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 sp_slic = gr.Image(
                     label="SLIC (colour and position)", interactive=False, elem_id="sp-slic"
                 )
-            gr.Examples([[p] for p in examples["images"]], [sp_image], label="Examples")
+            add_examples(sp_image, examples["images"], "Examples")
             sp_run.click(
                 functools.partial(superpixels, models),
                 [sp_image, sp_count],
@@ -441,8 +521,8 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 sw_result_video = gr.Video(label="Result video", interactive=False)
                 sw_file = gr.File(label="Download")
             if examples["videos"]:
-                gr.Examples([[p] for p in examples["videos"]], [sw_video], label="Target videos")
-            gr.Examples([[p] for p in examples["images"]], [sw_source], label="Source images")
+                add_examples(sw_video, examples["videos"], "Target videos")
+            add_examples(sw_source, examples["images"], "Source images")
 
             preview = functools.partial(target_parts, models)
             preview_io = dict(
@@ -480,12 +560,27 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     return demo
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``copart-hub demo``: launch the app locally."""
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``copart-hub demo``; the defaults come from Gradio's (and a Space's) variables."""
     parser = argparse.ArgumentParser(prog="copart-hub demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    args = parser.parse_args(argv)
+    host, port = os.environ.get("GRADIO_SERVER_NAME"), os.environ.get("GRADIO_SERVER_PORT")
+    parser.add_argument(
+        "--host",
+        default=host or "127.0.0.1",
+        help="address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=port or "7860",
+        help="port (default: $GRADIO_SERVER_PORT, else 7860)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``copart-hub demo`` (and ``python app.py`` in a Space): launch the app."""
+    args = build_parser().parse_args(argv)
     build_demo().launch(server_name=args.host, server_port=args.port, max_file_size="50mb")
     return 0
 

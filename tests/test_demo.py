@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,6 +44,20 @@ def _png(path: Path, h: int = 48, w: int = 64, seed: int = 0) -> str:
     return str(path)
 
 
+def _truncated_jpeg(path: Path) -> str:
+    """A JPEG whose header reads but whose data stops halfway."""
+    data = io.BytesIO()
+    Image.open(_png(path.with_suffix(".png"), 64, 64)).save(data, "JPEG")
+    path.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    return str(path)
+
+
+def _huge_png(path: Path) -> str:
+    """A 30 MP image (1-bit, a few kB on disk) that the 25 MP limit refuses."""
+    Image.new("1", (6000, 5000)).save(path)
+    return str(path)
+
+
 # -- functions behind the tabs -----------------------------------------------------------------
 
 
@@ -47,6 +66,25 @@ def test_zoo_models_are_sorted_by_kind() -> None:
     assert found.superpixels == "ssn_bsds500"
     assert "ssn_bsds500" not in found.parts and "ssn_bsds500" not in found.swap
     assert set(found.swap) <= set(found.parts)
+
+
+def test_a_space_adds_the_released_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "zoo_names", lambda: ["ssn_bsds500"])  # what the wheel bundles
+    monkeypatch.delenv("SYSTEM", raising=False)
+    assert app.DemoModels.from_zoo() == app.DemoModels(superpixels="ssn_bsds500")
+    monkeypatch.setenv("SYSTEM", "spaces")
+    found = app.DemoModels.from_zoo()
+    assert set(found.parts) == {"scops_faces300w", "scops_horses", "mcs_taichi"}
+    assert set(found.swap) == {"mcs_taichi"} and found.superpixels == "ssn_bsds500"
+    resolve = app.resolve_checkpoint
+
+    def unreachable(name: str) -> tuple[Path, Path]:
+        if name == "scops_horses":
+            raise app.ModelNotFoundError("scops_horses: the Hub cannot be reached")
+        return resolve(name)
+
+    monkeypatch.setattr(app, "resolve_checkpoint", unreachable)
+    assert "scops_horses" not in app.DemoModels.from_zoo().parts  # left out, the rest still shown
 
 
 def test_segment_outputs(models: app.DemoModels, tmp_path: Path) -> None:
@@ -158,6 +196,81 @@ def test_cli_demo_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--port" in capsys.readouterr().out
 
 
+def test_host_and_port_default_to_gradio_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = app.build_parser().parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    args = app.build_parser().parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 8123)
+    args = app.build_parser().parse_args(["--host", "::1", "--port", "9000"])
+    assert (args.host, args.port) == ("::1", 9000)
+
+
+def test_image_size_is_checked_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradio.data_classes import ImageData
+    from PIL import ImageFile
+
+    huge = _huge_png(tmp_path / "huge.png")
+
+    def no_decoding(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    # gradio's preprocess only reads the header and hands the file on ...
+    assert app.image_upload().preprocess(ImageData(path=huge, orig_name="huge.png")) == huge
+    # ... and read_image refuses it from the header
+    with pytest.raises(gr.Error, match=r"too large \(30 MP\).*25 MP"):
+        app.read_image(huge)
+
+
+def test_messages_name_files_without_their_folder(models: app.DemoModels, tmp_path: Path) -> None:
+    folder = tmp_path / "uploads" / "0123abcd"
+    folder.mkdir(parents=True)
+    with pytest.raises(gr.Error) as caught:
+        app.segment(models, _truncated_jpeg(folder / "trunc.jpg"), "tiny parts", False)
+    assert "trunc.jpg: image file is truncated" in caught.value.message
+    assert str(tmp_path) not in caught.value.message and "0123abcd" not in caught.value.message
+    message = app._error(
+        "cannot decode video '/tmp/gradio/0f3a/clip.mp4': bad; image/video"
+    ).message
+    assert message == "cannot decode video 'clip.mp4': bad; image/video"
+
+
+def test_output_folders_are_bounded(
+    models: app.DemoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    image = _png(tmp_path / "a.png", 20, 24)
+
+    def folders() -> set[Path]:
+        return set(app.output_root().iterdir())
+
+    for _ in range(3):
+        overlay = app.segment(models, image, "tiny parts", False)[0]
+        assert Path(overlay).parent.parent == tmp_path / "cache" / app.OUTPUT_DIR_NAME
+    old = folders()
+    assert len(old) == 3
+    past = time.time() - app.OUTPUT_MAX_AGE_S - 60
+    for folder in old:
+        os.utime(folder, (past, past))
+    for _ in range(2):
+        app.superpixels(models, image, 50)
+    assert len(folders()) == 2 and not folders() & old  # the three old ones are gone
+
+
+def test_blocks_clean_their_cache_and_send_no_analytics(models: app.DemoModels) -> None:
+    assert os.environ[app.ANALYTICS_ENV] == "False"  # the default set when app is imported
+    demo = app.build_demo(models)
+    assert demo.analytics_enabled is False
+    assert demo.delete_cache == app.DELETE_CACHE
+    assert demo.get_config_file()["analytics_enabled"] is False
+
+
 # -- the launched app ------------------------------------------------------------------------
 
 
@@ -201,10 +314,46 @@ def test_client_segment_swap_and_errors(server: str, tmp_path: Path) -> None:
         )
 
 
+def _example_endpoint(client: Any, elem_id: str) -> int:
+    """fn_index of the event that loads an example into the component ``elem_id``."""
+    components = {c["id"]: c for c in client.config["components"]}
+    target = next(i for i, c in components.items() if c["props"].get("elem_id") == elem_id)
+    return next(
+        dep["id"]
+        for dep in client.config["dependencies"]
+        if dep["outputs"] == [target]
+        and any(components[t]["type"] == "dataset" for t, _ in dep["targets"])
+    )
+
+
+@pytest.mark.slow
+def test_client_bad_uploads_after_an_example_get_the_message(server: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    bad = [
+        (notes, r"notes\.txt is not an image"),
+        (_truncated_jpeg(tmp_path / "trunc.jpg"), r"trunc\.jpg: image file is truncated"),
+        (_huge_png(tmp_path / "huge.png"), r"too large \(30 MP\)"),
+    ]
+    client.predict(0, fn_index=_example_endpoint(client, "seg-image"))  # as a click in the page
+    folders = (tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve()))
+    for upload, message in bad:
+        with pytest.raises(AppError, match=message) as caught:
+            client.predict(handle_file(upload), "tiny parts", False, False, api_name="/segment")
+        assert not any(folder in str(caught.value) for folder in folders)
+    client.predict(0, fn_index=_example_endpoint(client, "sw-source"))
+    with pytest.raises(AppError, match=r"notes\.txt is not an image"):
+        client.predict(
+            handle_file(notes), None, None, "tiny mcs", [1], "soft", "target", api_name="/swap"
+        )
+
+
 @pytest.mark.slow
 def test_client_video_swap_reports_progress(server: str, tmp_path: Path) -> None:
-    import time
-
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)

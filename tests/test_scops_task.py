@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from copart_hub.training.tasks.scops import (
@@ -162,9 +164,9 @@ def test_unknown_task_args_and_saliency_are_rejected():
 
 def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     """``grabcut`` gives a binary map on the object, ``boundary`` a soft one, ``masks`` reads
-    the user's file; each source has its own cache."""
+    the user's file; each source is computed once and then read from the ``datasets`` cache."""
     import numpy as np
-    from copart_hub.training.tasks.scops import collection_dataset
+    from copart_hub.training.tasks.scops import add_foreground, image_rows
     from PIL import Image
 
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
@@ -176,18 +178,45 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     (tmp_path / "masks").mkdir()
     Image.fromarray(img).save(tmp_path / "imgs" / "a.png")
     Image.fromarray(np.full((48, 64), 255, np.uint8)).save(tmp_path / "masks" / "a.png")
-    paths = [tmp_path / "imgs" / "a.png"]
-    maps = {
-        source: np.asarray(
-            collection_dataset(paths, source, str(tmp_path / "masks"))[0]["foreground"]
-        )
-        for source in ("grabcut", "boundary", "masks", "none")
-    }
+    rows = image_rows(paths=[tmp_path / "imgs" / "a.png"])
+    maps = {}
+    for source in ("grabcut", "boundary", "masks", "none"):
+        first = add_foreground(rows, source, str(tmp_path / "masks"))
+        again = add_foreground(rows, source, str(tmp_path / "masks"))
+        assert first.cache_files == again.cache_files  # computed once, then read back
+        maps[source] = np.asarray(again[0]["foreground"])
     assert set(np.unique(maps["grabcut"])) == {0, 255}
     assert (maps["grabcut"][12:36, 20:44] == 255).mean() > 0.95 and maps["grabcut"][:8].max() == 0
     assert len(np.unique(maps["boundary"])) > 2
     assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
-    assert len(list((tmp_path / "cache" / "copart_hub").glob("fg-*.arrow"))) == 4
+    caches = {add_foreground(rows, s, None).cache_files[0]["filename"] for s in ("grabcut", "none")}
+    assert len(caches) == 2  # one cache per source
+
+
+def test_user_folder_is_read_recursively_with_masks_from_metadata(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from copart_hub.training.tasks.scops import add_foreground, image_rows
+    from PIL import Image
+
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "mine"
+    (data / "deep" / "er").mkdir(parents=True)
+    for i, name in enumerate(["a.png", "deep/b.jpg", "deep/er/c.png"]):
+        Image.fromarray(np.full((16, 20, 3), 40 * i, np.uint8)).save(data / name)
+    assert len(image_rows(data_dir=str(data))) == 3
+    (data / "m").mkdir()
+    lines = []
+    for i, name in enumerate(["a.png", "deep/b.jpg"]):
+        Image.fromarray(np.full((16, 20), 255 * i, np.uint8)).save(data / "m" / f"{i}.png")
+        lines.append(json.dumps({"file_name": name, "mask_file_name": f"m/{i}.png"}))
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    rows = add_foreground(image_rows(data_dir=str(data)), "masks", None)
+    got = {Path(r["image"].filename).name: np.asarray(r["foreground"]).mean() for r in rows}
+    assert got == {"a.png": 0.0, "b.jpg": 255.0}
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        image_rows(data_dir=str(tmp_path / "missing"))
 
 
 @needs_faces

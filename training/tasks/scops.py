@@ -8,15 +8,16 @@ Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``re
   row-normalised rows are orthonormal needs many channels: with 8 the rows can only be one-hot;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
 - ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
-Foreground (``saliency``), computed once per image and cached by ``datasets``: ``"grabcut"``
-(boundary-connectivity saliency refined by GrabCut, binary), ``"boundary"`` (the soft saliency
-alone), ``"masks"`` (user masks in ``mask_dir``) or ``"none"``.
+Images come through ``datasets`` (``imagefolder``: a user folder, recursive, optional masks via
+``metadata.jsonl``). Foreground (``saliency``), computed once per image and cached by
+``datasets``: ``"grabcut"`` (boundary-connectivity saliency refined by GrabCut, binary),
+``"boundary"`` (the soft saliency alone), ``"masks"`` (a ``mask`` column from the metadata, or
+files of the same stem in ``mask_dir``) or ``"none"``.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,37 +55,46 @@ from .base import OptimizerPair, Task, register_task
 COLLECTIONS = {"faces300w": collections.faces300w, "weizmann_horse": collections.weizmann_horses}
 
 
-def collection_dataset(paths: list[Path], saliency: str, mask_dir: str | None) -> datasets.Dataset:
-    """``datasets`` table of images with a foreground map per image.
+def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> datasets.Dataset:
+    """A ``datasets`` image table: every image under ``data_dir`` (recursive, the
+    ``imagefolder`` builder; a ``metadata.jsonl`` with ``file_name`` and ``mask_file_name``
+    adds user masks as a ``mask`` column) or the given ``paths``. Arrow-backed and cached, so
+    what is computed from it is cached by ``datasets`` fingerprints."""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"data_dir {data_dir} is not a folder")
+        return datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
+    files = {"train": [str(p) for p in paths or []]}
+    return datasets.load_dataset("imagefolder", data_files=files, split="train")
 
-    The foreground maps are computed once and cached as an Arrow file in the ``datasets`` cache,
-    keyed by the image paths, their sizes and modification times, and the foreground source.
+
+def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
+    """``rows`` with a ``foreground`` map per image (grey PNG), computed once and cached by
+    ``datasets`` (the fingerprint covers the images, the source and ``mask_dir``).
+
+    ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
+    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
     """
-    ds = datasets.Dataset.from_dict({"image": [str(p) for p in paths]})
-    ds = ds.cast_column("image", datasets.Image())
 
-    def add_foreground(row: dict[str, Any]) -> dict[str, Any]:
+    def foreground(row: dict[str, Any]) -> dict[str, Any]:
         image = np.array(row["image"].convert("RGB"))
         if saliency in FOREGROUND_METHODS:
             fg = unsupervised_foreground(image, saliency)
         elif saliency == "masks":
-            stem = Path(row["image"].filename).stem
-            matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
-            if not matches:
-                raise FileNotFoundError(f"no mask for {stem} in {mask_dir}")
-            mask = Image.open(matches[0]).convert("L").resize(image.shape[1::-1])
+            mask = row.get("mask")
+            if mask is None:
+                stem = Path(row["image"].filename).stem
+                matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
+                if not matches:
+                    raise FileNotFoundError(f"no mask for {stem} in {mask_dir}")
+                mask = Image.open(matches[0])
+            mask = mask.convert("L").resize(image.shape[1::-1])
             fg = np.asarray(mask, dtype=np.float32) / 255
         else:
             fg = np.ones(image.shape[:2], dtype=np.float32)
         return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
 
-    key = hashlib.sha1(f"{saliency}|{mask_dir}".encode())
-    for p in paths:
-        st = Path(p).stat()
-        key.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = Path(datasets.config.HF_DATASETS_CACHE) / "copart_hub" / f"fg-{key.hexdigest()}.arrow"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    return ds.map(add_foreground, desc=f"foreground ({saliency})", cache_file_name=str(cache))
+    return rows.map(foreground, desc=f"foreground ({saliency})")
 
 
 class ScopsImages(Dataset):
@@ -279,21 +289,26 @@ class ScopsTask(Task):
         norm = self.args["reference_norm"]
         if norm not in ("unit_energy", "none"):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
+        self.check_args("positive_int", "size", "val_fit_images", "loss_size")
+        self.check_args("positive", "lr", "basis_lr")
+        self.check_args("fraction", "ema_decay")
+        self.check_args("range", "scale_range")
+        self.check_args("folder", "data_dir", "mask_dir")
+        if not self.args["data_dir"]:
+            self.check_choice("collection", COLLECTIONS)
+        self.check_keys("weights", ScopsLossWeights.__dataclass_fields__)
         self.weights = ScopsLossWeights(**self.args["weights"])
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
 
     # ----------------------------------------------------------------- data
-    def _train_paths(self) -> list[Path]:
-        """The training images: every image of ``data_dir``, or the collection's train split.
-        A user folder has no annotations, so it has no held-out scores (``validate`` -> {})."""
+    def _train_rows(self) -> datasets.Dataset:
+        """The training images: every image under ``data_dir`` (recursive), or the collection's
+        train split. A user folder has no annotations, so no held-out scores (``validate``
+        -> {})."""
         a = self.args
         if a["data_dir"]:
-            return sorted(
-                p
-                for p in Path(a["data_dir"]).iterdir()
-                if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-            )
-        return COLLECTIONS[a["collection"]]("train", a["data_root"]).images
+            return image_rows(data_dir=a["data_dir"])
+        return image_rows(paths=COLLECTIONS[a["collection"]]("train", a["data_root"]).images)
 
     def build_model(self) -> nn.Module:
         a = self.args
@@ -307,7 +322,7 @@ class ScopsTask(Task):
 
     def train_dataset(self) -> Dataset:
         a = self.args
-        rows = collection_dataset(self._train_paths(), a["saliency"], a["mask_dir"])
+        rows = add_foreground(self._train_rows(), a["saliency"], a["mask_dir"])
         return ScopsImages(rows, a["size"], tuple(a["scale_range"]), self.seed)
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
@@ -395,10 +410,11 @@ class ScopsTask(Task):
         from copart_hub.visualize import contact_sheet
 
         val = self._val_collection()  # held-out images; a user folder shows training images
-        paths = val.images if val is not None else self._train_paths()
-        pick = np.linspace(0, len(paths) - 1, min(16, len(paths))).astype(int)
+        rows = None if val is not None else self._train_rows()
+        count = len(val.images) if val is not None else len(rows)
+        pick = np.linspace(0, count - 1, min(16, count)).astype(int)
         images = [
-            val.load_image(i) if val is not None else Image.open(paths[i]).convert("RGB")
+            val.load_image(i) if val is not None else rows[int(i)]["image"].convert("RGB")
             for i in pick
         ]
         seg = PartSegmenter(model, device=next(model.parameters()).device)
