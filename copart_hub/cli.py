@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,9 +33,41 @@ class CliError(Exception):
     """A user error: reported as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise CliError(f"{message} (see '{self.prog} --help')")
+def report_error(prog: str, err: BaseException | str) -> int:
+    """Print ``err`` as the one line ``PROG: error: ...`` on stderr; returns exit code 2."""
+    print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+    return 2
+
+
+def check_writable(path: Path, folder: bool = True) -> None:
+    """Raise ``ValueError`` unless ``path`` (a folder, or a file when ``folder`` is false;
+    existing or not) can be written. Probes the nearest existing folder with a temporary file
+    and leaves nothing behind."""
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{path} exists and is not a {kind}")
+    if path.exists() and not folder and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot write {path}: the file is read-only")
+    base = path if folder else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"cannot create {kind} {path}: {base} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write to {path}: {err.strerror or err} (in {base})") from None
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    raise CliError(f"{message} (see '{parser.prog} --help')")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors raise :class:`CliError` (one line, exit 2)."""
+
+    error = _usage_error  # type: ignore[assignment]
 
 
 def _positive_int(text: str) -> int:
@@ -47,8 +80,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    """A torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (cpu, cuda, cuda:N or mps)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA GPU (use cpu)")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine")
+    return text
+
+
+DEVICE_HELP = "torch device (default: cuda if available)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Co-part segmentation and SSN superpixels.")
+    parser = Parser(prog=PROG, description="Co-part segmentation and SSN superpixels.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sp = sub.add_parser("superpixels", help="SSN superpixels of images")
@@ -58,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="ssn_bsds500", help="model name, folder or Hub repo id")
     sp.add_argument("--out", type=Path, required=True, help="output folder")
     sp.add_argument("--no-connectivity", action="store_true", help="skip connectivity fix-up")
-    sp.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    sp.add_argument("--device", type=_device, help=DEVICE_HELP)
     sp.set_defaults(handler=_superpixels)
 
     seg = sub.add_parser("segment", help="part segmentation of images")
@@ -73,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--grabcut", action="store_true", help="refine the foreground with GrabCut (per image)"
     )
-    seg.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    seg.add_argument("--device", type=_device, help=DEVICE_HELP)
     seg.set_defaults(handler=_segment)
 
     sal = sub.add_parser(
@@ -115,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take the swap mask from the source (warped into the target)",
     )
-    sw.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    sw.add_argument("--device", type=_device, help=DEVICE_HELP)
     sw.set_defaults(handler=_swap)
 
     fr = sub.add_parser(
@@ -143,9 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _delegate(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
         return args.handler(args)
-    except CliError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    except (CliError, OSError) as err:  # OSError: e.g. the disk filled up while writing
+        return report_error(PROG, err)
     except SystemExit as exit_:  # --help, or a delegate's own exit
         if exit_.code is None or isinstance(exit_.code, int):
             return exit_.code or 0
@@ -154,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _delegate(command: str, rest: list[str]) -> int:
+    from unittest import mock
+
     module_name, _, extra = DELEGATES[command]
+    task = ""
     if command == "eval":
         tasks = ", ".join(EVAL_TASKS)
         if rest[:1] in (["-h"], ["--help"]):
@@ -163,7 +222,7 @@ def _delegate(command: str, rest: list[str]) -> int:
         if not rest or rest[0] not in EVAL_TASKS:
             got = repr(rest[0]) if rest else "nothing"
             raise CliError(f"eval needs a task ({tasks}), got {got}")
-        module_name, rest = module_name.format(task=rest[0]), rest[1:]
+        task, module_name, rest = rest[0], module_name.format(task=rest[0]), rest[1:]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -173,7 +232,34 @@ def _delegate(command: str, rest: list[str]) -> int:
             f"'{command}' needs the missing package {err.name!r} "
             f"(install it with: pip install 'copart-hub[{extra}]')"
         ) from None
-    return int(module.main(rest) or 0)
+    if command == "eval" and not {"-h", "--help"} & set(rest):
+        _check_eval(task, rest)
+    # the delegate's own usage errors become one line too
+    with mock.patch.object(argparse.ArgumentParser, "error", _usage_error):
+        return int(module.main(rest) or 0)
+
+
+def _check_eval(task: str, rest: list[str]) -> None:
+    """Check up front what ``eval TASK`` would only fail on late: the kind and weights of each
+    model, ``--device``, and that ``--json`` can be written."""
+    from .models.mcs import MCSModel
+    from .models.part_base import PartModel
+    from .models.ssn import SSN
+
+    parser = Parser(prog=f"{PROG} eval {task}", add_help=False, allow_abbrev=False)
+    parser.add_argument("--model", action="append", default=[])
+    parser.add_argument("--compare", nargs="+", default=[])
+    parser.add_argument("--refine")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", type=_device)
+    known, _ = parser.parse_known_args(rest)
+    if known.json is not None:
+        _check_out(known.json, "--json", folder=False)
+    kinds = (PartModel, MCSModel) if task == "parts" else (SSN,)
+    for name in known.model + known.compare:
+        _load_model(name, kinds, "cpu")
+    if known.refine:
+        _load_model(known.refine, (SSN,), "cpu")
 
 
 def _output_paths(inputs: list[Path], out: Path, suffixes: Sequence[str]) -> list[list[Path]]:
@@ -222,21 +308,56 @@ def _load_inputs(paths: list[Path]) -> list[Any]:
         raise CliError(str(err)) from None
 
 
-def _build(factory: Callable[[], Any]) -> Any:
-    """Build a pipeline, turning model-loading failures into :class:`CliError`."""
+def _build(factory: Callable[[], Any], name: str = "model") -> Any:
+    """Build a model or pipeline, turning loading failures into :class:`CliError`."""
     from safetensors import SafetensorError
 
     from .hub import CheckpointMismatchError
 
     try:
         return factory()
-    except (OSError, CheckpointMismatchError, SafetensorError, TypeError, ValueError) as err:
-        raise CliError(" ".join(str(err).split())) from None
+    except SafetensorError as err:
+        raise CliError(f"{name}: model.safetensors is damaged or truncated ({err})") from None
+    except (OSError, CheckpointMismatchError, TypeError, ValueError) as err:
+        raise CliError(str(err)) from None
+
+
+def _describe(cls: type) -> str:
+    """What the messages call a kind of model: 'a part model', 'a superpixel model', ..."""
+    from .models.mcs import MCSModel
+    from .models.part_base import PartModel
+    from .models.ssn import SSN
+
+    for base, words in (
+        (SSN, "a superpixel model"),
+        (MCSModel, "a motion co-segmentation model"),
+        (PartModel, "a part model"),
+    ):
+        if issubclass(cls, base):
+            return words
+    return "another kind of model"
+
+
+def _load_model(name: str, kinds: tuple[type, ...], device: str | None) -> Any:
+    """Load the checkpoint ``name`` and check that it is one of ``kinds``."""
+    from .pipelines import load_model
+
+    model = _build(lambda: load_model(name, device), name)
+    if not isinstance(model, kinds):
+        got = f"{_describe(type(model))} ({type(model).__name__})"
+        raise CliError(f"{name} is {got}, not {_describe(kinds[0])}")
+    return model
+
+
+def _check_out(path: Path, option: str = "--out", folder: bool = True) -> None:
+    """Refuse an output ``path`` that cannot be written, before any work is done."""
+    try:
+        check_writable(path, folder)
+    except ValueError as err:
+        raise CliError(f"{option}: {err}") from None
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -244,9 +365,11 @@ def _superpixels(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
+    from .models.ssn import SSN
     from .ops.slic import grid_shape
     from .pipelines import SuperpixelSegmenter
 
+    _check_out(args.out)
     names, images = _inputs(args)
     outputs = _output_paths(names, args.out, ("_labels.png", "_overlay.png"))
     for path, img in zip(names, images, strict=True):
@@ -254,7 +377,8 @@ def _superpixels(args: argparse.Namespace) -> int:
             grid_shape(img.height, img.width, args.n)
         except ValueError as err:
             raise CliError(f"{path}: {err}") from None
-    segmenter = _build(lambda: SuperpixelSegmenter(args.model, device=args.device))
+    model = _load_model(args.model, (SSN,), args.device)
+    segmenter = SuperpixelSegmenter(model, device=args.device)
     results = [segmenter(img, args.n, not args.no_connectivity) for img in images]
     for path, res in zip(names, results, strict=True):
         if res.labels.max() >= MAX_UINT16_LABELS:
@@ -271,13 +395,19 @@ def _segment(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
+    from .models.mcs import MCSModel
+    from .models.part_base import PartModel
+    from .models.ssn import SSN
     from .pipelines import PartSegmenter
 
+    _check_out(args.out)
     names, images = _inputs(args)
     outputs = _output_paths(names, args.out, ("_labels.png", "_overlay.png", ".json"))
+    model = _load_model(args.model, (PartModel, MCSModel), args.device)
+    snap = _load_model(args.snap, (SSN,), args.device) if args.snap else None
     segmenter = _build(
         lambda: PartSegmenter(
-            args.model, args.device, args.batch_size, refine=args.snap, grabcut=args.grabcut
+            model, args.device, args.batch_size, refine=snap, grabcut=args.grabcut
         )
     )
     if segmenter.model.num_parts + 1 > MAX_UINT8_LABELS:
@@ -301,6 +431,7 @@ def _saliency(args: argparse.Namespace) -> int:
 
     from .saliency import unsupervised_foreground
 
+    _check_out(args.out)
     names, images = _inputs(args)
     outputs = _output_paths(names, args.out, ("_saliency.png",))
     maps = [unsupervised_foreground(np.array(img), args.method, args.n) for img in images]
@@ -317,6 +448,7 @@ def _frames(args: argparse.Namespace) -> int:
 
     from .data.videos import read_video
 
+    _check_out(args.out)
     decoded = []
     for path in args.videos:
         try:
@@ -348,6 +480,7 @@ def _parse_parts(text: str) -> list[int]:
 
 
 def _swap(args: argparse.Namespace) -> int:
+    from .models.mcs import MCSModel
     from .part_swap import IMAGE_SUFFIXES, VIDEO_SUFFIXES, PartSwapper
     from .processing import InvalidImageError
 
@@ -363,11 +496,11 @@ def _swap(args: argparse.Namespace) -> int:
             raise CliError(f"refusing to overwrite input file {path}")
     if not args.target.is_file():
         raise CliError(f"{args.target}: no such file")
-    if args.out.is_dir():
-        raise CliError(f"--out {args.out} is a folder, expected a file")
+    _check_out(args.out, folder=False)
     source = _load_inputs([args.source])[0]
     target = None if is_video else _load_inputs([args.target])[0]
-    swapper = _build(lambda: PartSwapper(args.model, device=args.device))
+    model = _load_model(args.model, (MCSModel,), args.device)
+    swapper = _build(lambda: PartSwapper(model, device=args.device))
     try:
         if target is None:
             swapper.swap_video(

@@ -72,7 +72,7 @@ def test_segment_refinements_change_the_labels_and_bad_snap_model_is_refused(
     assert labels["snap"].shape == labels["gc"].shape == (24, 32)
     assert not np.array_equal(labels["snap"], labels["plain"])
     assert main([*argv, "--out", str(tmp_path / "x"), "--snap", str(tiny_part_checkpoint)]) == 2
-    assert "not a SSN model" in _one_error_line(capsys)
+    assert "is a part model (TinyPartModel), not a superpixel model" in _one_error_line(capsys)
 
 
 def test_bad_file_fails_before_writing_anything(image_file: Path, tmp_path: Path, capsys) -> None:
@@ -106,7 +106,7 @@ def test_usage_errors_are_one_line(image_file, tmp_path, capsys, extra, message)
 def test_segment_with_a_superpixel_model_is_refused(image_file, tmp_path, capsys) -> None:
     argv = ["segment", str(image_file), "--model", "ssn_pix", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
-    assert "not a PartModel" in _one_error_line(capsys)
+    assert _one_error_line(capsys).endswith("ssn_pix is a superpixel model (SSN), not a part model")
 
 
 def test_never_overwrites_inputs(tmp_path: Path, rgb_array: np.ndarray, capsys) -> None:
@@ -135,7 +135,7 @@ def test_same_stem_collision_is_refused(tmp_path: Path, rgb_array: np.ndarray, c
     "argv, module",
     [
         (
-            ["eval", "superpixels", "--model", "m", "--limit", "2"],
+            ["eval", "superpixels", "--model", "ssn_pix", "--limit", "2"],
             "copart_hub.evaluation.superpixels",
         ),
         (["train", "--config", "c.yaml", "-h"], "copart_hub.training.launch"),

@@ -164,3 +164,74 @@ def test_model_without_parameters_round_trips(tmp_path: Path):
     m2 = copart_hub.from_pretrained(tmp_path / "pix")
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(m(x, 4).labels, m2(x, 4).labels)
+
+
+@pytest.fixture(scope="module")
+def scops_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SCOPS (K=2, 32 px) saved with ``save_pretrained``."""
+    folder = tmp_path_factory.mktemp("scops") / "ckpt"
+    torch.manual_seed(0)
+    copart_hub.create_model("scops_resnet18", num_parts=2, input_size=(32, 32)).save_pretrained(
+        folder
+    )
+    return folder
+
+
+def _edited_copy(folder: Path, tmp_path: Path, **changes) -> Path:
+    """A copy of the checkpoint ``folder`` with ``changes`` applied to its config.json."""
+    import shutil
+
+    copy = tmp_path / f"edited_{folder.name}"
+    shutil.copytree(folder, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, **changes}))
+    return copy
+
+
+def test_a_saved_config_may_not_name_a_file_to_read(
+    scops_folder: Path, tmp_path: Path, monkeypatch
+):
+    """``backbone_weights`` only matters at construction; a config that sets it is refused
+    before anything is built, so loading never opens a file the config names."""
+    assert json.loads((scops_folder / "config.json").read_text())["backbone_weights"] is None
+    assert copart_hub.from_pretrained(scops_folder).num_parts == 2
+    secret = tmp_path / "secret.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, secret)
+    built = []
+    monkeypatch.setattr("copart_hub.models.backbone.TimmBackbone.__init__", built.append)
+    folder = _edited_copy(scops_folder, tmp_path, backbone_weights=str(secret))
+    with pytest.raises(CheckpointMismatchError, match=r"sets .backbone_weights. to .*secret\.pth"):
+        copart_hub.from_pretrained(folder)
+    assert built == []
+
+
+def test_a_config_that_is_not_an_object_is_refused(ssn_folder: Path):
+    (ssn_folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointMismatchError, match="must hold a JSON object"):
+        copart_hub.from_pretrained(ssn_folder)
+
+
+@pytest.mark.parametrize(
+    "folder, key, value, message",
+    [
+        (
+            "scops_folder",
+            "input_size",
+            [100000, 100000],
+            r"input_size height must be in \[1, 4096\]",
+        ),
+        ("scops_folder", "input_size", 128, r"input_size must be \(height, width\)"),
+        ("scops_folder", "num_parts", 1000, r"num_parts must be in \[1, 64\]"),
+        ("scops_folder", "num_parts", 2.5, "num_parts must be an integer"),
+        ("ssn_folder", "hidden_dim", 10**6, r"hidden_dim must be in \[1, 4096\]"),
+        ("tiny_mcs_checkpoint", "seg_max_features", 10**6, "max_features must be in"),
+        ("tiny_mcs_checkpoint", "gen_num_bottleneck_blocks", 10**4, "num_bottleneck_blocks"),
+        ("tiny_mcs_checkpoint", "input_size", [64, 10**5], "input_size width must be in"),
+    ],
+)
+def test_sizes_in_a_saved_config_are_bounded_before_allocating(
+    request, tmp_path: Path, folder: str, key: str, value, message: str
+):
+    edited = _edited_copy(request.getfixturevalue(folder), tmp_path, **{key: value})
+    with pytest.raises(ValueError, match=message):
+        copart_hub.from_pretrained(edited)

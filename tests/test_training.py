@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 import torch
 from copart_hub.training.config import apply_overrides, load_config
 from copart_hub.training.sampling import EpochSampler
+from copart_hub.training.trainer import STATE_FILE, Trainer, checkpoints, latest_checkpoint
 
 TINY = [
     "task=ssn",
@@ -53,6 +57,130 @@ def test_load_config_rejects_unknown_keys_and_bad_values():
         load_config(None, ["nope=1"])
     with pytest.raises(ValueError, match=">= 1"):
         load_config(None, ["batch_size=0"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("max_steps=2.5", "max_steps must be an integer, got 2.5"),
+        ("max_steps=abc", "max_steps must be an integer, got 'abc'"),
+        ("seed=true", "seed must be an integer, got True"),
+        ("sync_batchnorm=1", "sync_batchnorm must be true or false, got 1"),
+        ("output_dir=null", "output_dir must be a string, got None"),
+        ("num_workers=-1", "num_workers must be >= 0, got -1"),
+        ("log_every=0", "log_every must be >= 1, got 0"),
+        ("clip_grad_norm=0", "clip_grad_norm must be > 0"),
+        ("max_minutes=-1", "max_minutes must be > 0"),
+        ("mixed_precision=fp8", "mixed_precision must be one of auto, no, fp16, bf16"),
+        ("task=foo", "unknown task 'foo'"),
+        ("task_args=[1]", "task_args must be a mapping of settings"),
+    ],
+)
+def test_config_fields_are_typed_and_range_checked(override: str, message: str):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_config_accepts_ints_for_floats_and_null_for_optional_fields():
+    cfg = load_config(None, ["max_minutes=2", "clip_grad_norm=null", "stop_at_step=null"])
+    assert cfg.max_minutes == 2.0 and isinstance(cfg.max_minutes, float)
+    assert cfg.clip_grad_norm is None and cfg.stop_at_step is None
+
+
+@pytest.mark.parametrize(
+    "task, args, message",
+    [
+        ("ssn", {"patch": 0}, "task_args.patch must be a positive integer"),
+        ("ssn", {"n_iter": 2.5}, "task_args.n_iter must be a positive integer"),
+        ("ssn", {"lr": -1}, "task_args.lr must be a positive number"),
+        ("ssn", {"val_counts": []}, "task_args.val_counts must be a non-empty list"),
+        ("ssn", {"model": "nope"}, "unknown model 'nope'"),
+        ("ssn", {"model_kwargs": {"depth": 3}}, "task_args.model_kwargs: unknown keys"),
+        ("scops", {"scale_range": [1.1, 0.6]}, "task_args.scale_range must be [low, high]"),
+        ("scops", {"collection": "cats"}, "task_args.collection must be one of"),
+        ("scops", {"ema_decay": 2}, "task_args.ema_decay must be a number in [0, 1]"),
+        ("mcs", {"feature_net": "resnet"}, "task_args.feature_net must be one of"),
+        ("mcs", {"vgg_weights": "/no/such/file"}, "task_args.vgg_weights must be an existing"),
+        ("mcs", {"weights": {"pixels": 1}}, "task_args.weights: unknown keys ['pixels']"),
+    ],
+)
+def test_task_args_are_checked_when_the_task_is_made(task: str, args: dict, message: str):
+    from copart_hub.training.tasks import get_task
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_task(task)(args, seed=0)
+
+
+def test_latest_checkpoint_skips_partial_and_foreign_folders(tmp_path: Path):
+    """A ``step_N.tmp`` holding its state file (killed before the rename) is not a checkpoint."""
+    folder = tmp_path / "checkpoints"
+    for name in ("step_3", "step_12", "step_20.tmp", "step_x", "step_30"):
+        (folder / name).mkdir(parents=True)
+        if name != "step_30":  # no state file: never completed
+            (folder / name / STATE_FILE).write_text("{}")
+    assert checkpoints(tmp_path) == [folder / "step_3", folder / "step_12"]
+    assert latest_checkpoint(tmp_path) == folder / "step_12"
+    assert latest_checkpoint(tmp_path / "elsewhere") is None
+
+
+def test_a_full_disk_is_recognised_without_an_errno(tmp_path: Path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError: the free space decides then."""
+    from copart_hub.training import trainer
+
+    assert trainer._disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert not trainer._disk_full(RuntimeError("file write failed"), tmp_path)
+    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(1, 1, 0))
+    assert trainer._disk_full(RuntimeError("file write failed"), tmp_path)
+
+
+def _trainer(out: Path, *extra: str) -> Trainer:
+    return Trainer(load_config(None, [*TINY, f"output_dir={out}", *extra]))
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_resume_skips_a_stale_tmp_checkpoint_and_drops_rerun_metrics(tmp_path: Path):
+    out, folder = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    _trainer(out, "max_steps=2", "checkpoint_every=1").train()
+    # killed after step 3 wrote its state, before the rename, and mid-way through a log row
+    shutil.copytree(folder / "step_2", folder / "step_3.tmp")
+    state = json.loads((folder / "step_3.tmp" / STATE_FILE).read_text())
+    (folder / "step_3.tmp" / STATE_FILE).write_text(json.dumps({**state, "step": 3}))
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": 3, "loss": 123.0}) + '\n{"step": 4, "lo')
+    trainer = _trainer(out, "max_steps=3", "checkpoint_every=1", "resume=auto")
+    assert trainer.resume_from == folder / "step_2"
+    trainer.train()
+    assert sorted(p.name for p in folder.iterdir()) == ["step_2", "step_3"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert 123.0 not in [r.get("loss") for r in rows]
+    assert json.loads((folder / "step_3" / STATE_FILE).read_text())["step"] == 3
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch, capsys):
+    from accelerate import Accelerator
+    from copart_hub.training import launch
+
+    save_state = Accelerator.save_state
+
+    def fill_the_disk(self, output_dir: str, **kwargs):
+        if Path(output_dir).name != "step_2.tmp":
+            return save_state(self, output_dir, **kwargs)
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", fill_the_disk)
+    out = tmp_path / "run"
+    assert launch.main([*TINY, f"output_dir={out}", "max_steps=3", "checkpoint_every=1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("copart-hub train: error: could not save checkpoint"), err
+    assert "the disk is full" in line and "step_1" in line
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
+    assert not (out / "final").exists()
 
 
 def test_epoch_sampler_is_deterministic_per_epoch():
@@ -100,9 +228,9 @@ def test_exact_resume_after_kill(tmp_path: Path):
     r = _run([*base, f"output_dir={killed}", "resume=auto"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from" in r.stdout + r.stderr
-    a, b = _losses(full), _losses(killed)  # b holds steps 1-5, then 4-6 again after resume
+    a, b = _losses(full), _losses(killed)  # the resume dropped the rows of steps 4-5 run twice
     rows = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in rows if "loss" in x] == [1, 2, 3, 4, 5, 4, 5, 6]
+    assert [x["step"] for x in rows if "loss" in x] == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7)
     for name in ("model.safetensors", "config.json", "README.md", "samples.png"):

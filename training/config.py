@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+#: the smallest value of each integer setting (0 disables val_every / sample_every)
+INT_MINIMUM = {
+    "max_steps": 1,
+    "batch_size": 1,
+    "grad_accum": 1,
+    "num_workers": 0,
+    "seed": 0,
+    "log_every": 1,
+    "checkpoint_every": 1,
+    "keep_checkpoints": 1,
+    "val_every": 0,
+    "sample_every": 0,
+    "stop_at_step": 1,
+}
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 @dataclass
@@ -33,11 +52,65 @@ class TrainConfig:
     # fine-tuning: weights of a released model (folder, zoo name or Hub id) to start from; the
     # same architecture and K are required. A resumed checkpoint takes precedence.
     init_from: str | None = None
+    # wall-clock budget of this process: stop after the first step past it, then validate and
+    # export as at max_steps (equal-time ablations; a later call resumes towards max_steps)
+    max_minutes: float | None = None
     stop_at_step: int | None = None  # exit abruptly after this step (to test exact resume)
     task_args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check the type of every field and the range of the numbers (``ValueError``)."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), hints[f.name]))
+        for name, low in INT_MINIMUM.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        for name in ("clip_grad_norm", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or null), got {value}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            choices = ", ".join(MIXED_PRECISION)
+            raise ValueError(
+                f"mixed_precision must be one of {choices}, got {self.mixed_precision!r}"
+            )
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}"
+            )
+        from .tasks import get_task  # raises for an unknown task, naming the known ones
+
+        get_task(self.task)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the annotation ``hint`` (``int``, ``float | None``, ``dict``,
+    ...): an integer must be an ``int`` (not ``2.5``, nor ``true``); a float may be an int."""
+    optional = type(None) in typing.get_args(hint)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    kind = typing.get_origin(kind) or kind
+    if value is None and optional:
+        return None
+    if kind is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        words = "a mapping of settings"
+    else:
+        words = _KIND_WORDS[kind]
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is str and isinstance(value, str):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    raise ValueError(f"{name} must be {words}{' or null' if optional else ''}, got {value!r}")
 
 
 def _parse_value(text: str) -> Any:
@@ -70,7 +143,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML config (optional), apply overrides, and validate the keys."""
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            problem = getattr(err, "problem", None) or "invalid YAML"
+            raise ValueError(f"{path} is not valid YAML{line}: {problem}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a text file") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path} must hold a mapping of settings")
         data = loaded
@@ -81,7 +162,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ValueError(
             f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(names))})"
         )
-    cfg = TrainConfig(**data)
-    if cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_steps < 1:
-        raise ValueError("batch_size, grad_accum and max_steps must be >= 1")
-    return cfg
+    return TrainConfig(**data)

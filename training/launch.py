@@ -15,8 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from copart_hub.cli import CliError, Parser, report_error
+
 from .config import load_config
 
+PROG = "copart-hub train"
 CONFIG_DIR = Path(__file__).with_name("configs")
 
 
@@ -33,22 +36,29 @@ def resolve_config(name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="copart-hub train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    """Check the config, the task arguments and the files they name (one error line and exit
+    code 2 for any mistake, before a model or data set is built), then train."""
+    from safetensors import SafetensorError
+
+    from copart_hub.hub import CheckpointMismatchError
+
+    parser = Parser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", help="YAML file or bundled config name")
     parser.add_argument("overrides", nargs="*", help="key=value (nested: task_args.lr=1e-4)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         cfg = load_config(resolve_config(args.config) if args.config else None, args.overrides)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"copart-hub train: error: {err}", file=sys.stderr)
-        return 2
-    from .trainer import Trainer
+        from .trainer import Trainer, TrainingError
 
-    result = Trainer(cfg).train()
+        trainer = Trainer(cfg)
+    except (CliError, ValueError, OSError, CheckpointMismatchError, SafetensorError) as err:
+        return report_error(PROG, err)
+    try:
+        result = trainer.train()
+    except (TrainingError, OSError) as err:
+        return report_error(PROG, err)
     print(f"finished at step {result['step']}; final scores: {result['final']}")
     return 0
 

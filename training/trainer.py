@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,13 +19,24 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from copart_hub.cli import check_writable
+from copart_hub.data.provenance import licence_text
 from copart_hub.hub.card import write_model_card
+from copart_hub.hub.registry import get_architecture, get_entry
+from copart_hub.hub.resolve import resolve_checkpoint
 
 from .config import TrainConfig
 from .sampling import EpochSampler
 from .tasks import get_task
 
 STATE_FILE = "trainer_state.json"
+#: free space (bytes) below which a failed write is blamed on a full disk (torch.save gives
+#: no errno)
+LOW_DISK_BYTES = 16 * 2**20
+
+
+class TrainingError(RuntimeError):
+    """A failure during training that the user can fix (e.g. a full disk): one line, exit 2."""
 
 
 def hardware_summary(accelerator: Accelerator) -> str:
@@ -33,12 +47,44 @@ def hardware_summary(accelerator: Accelerator) -> str:
     return f"{n} process(es) on CPU ({os.cpu_count()} cores, {cpu})"
 
 
+def _step_of(path: Path) -> int | None:
+    """N of a ``step_N`` folder; ``None`` for anything else (e.g. a partial ``step_N.tmp``)."""
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    return int(match[1]) if match else None
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints of a run (``step_N`` with a state file), oldest first."""
+    found = [
+        p
+        for p in (output_dir / "checkpoints").glob("step_*")
+        if _step_of(p) is not None and (p / STATE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda p: _step_of(p) or 0)
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted(
-        (p for p in (output_dir / "checkpoints").glob("step_*") if (p / STATE_FILE).is_file()),
-        key=lambda p: int(p.name.split("_")[1]),
-    )
+    ckpts = checkpoints(output_dir)
     return ckpts[-1] if ckpts else None
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ``err`` in ``folder`` came from a full disk or quota."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_DISK_BYTES
+    except OSError:
+        return False
+
+
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` row; a damaged row (a kill mid-write) counts as never
+    logged."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 class Trainer:
@@ -52,6 +98,13 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        # what a user can get wrong is checked before any model or data is built
+        check_writable(self.out)
+        self.resume_from = self._resume_path()
+        self.task = get_task(cfg.task)(cfg.task_args, cfg.seed)
+        if cfg.init_from:
+            self._check_init_from(cfg.init_from)
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() else "no"
@@ -67,8 +120,6 @@ class Trainer:
                 f"({self.acc.num_processes}) x grad_accum ({cfg.grad_accum})"
             )
         set_seed(cfg.seed)
-        self.out = Path(cfg.output_dir)
-        self.task = get_task(cfg.task)(cfg.task_args, cfg.seed)
         model = self.task.build_model()
         if cfg.init_from:
             self._initialise_from(model, cfg.init_from)
@@ -96,6 +147,21 @@ class Trainer:
         self.best_score = float("-inf")
         self.history: list[dict[str, Any]] = []
 
+    def _check_init_from(self, source: str) -> None:
+        """Refuse a checkpoint of another architecture than the task's ``model`` up front."""
+        name = self.task.args.get("model")
+        if not isinstance(name, str):
+            return  # a task without a model name: _initialise_from checks the built model
+        config_file, _ = resolve_checkpoint(source)
+        saved = json.loads(Path(config_file).read_text(encoding="utf-8")).get("architecture")
+        wanted = get_architecture(get_entry(name).architecture)
+        held = get_architecture(saved) if isinstance(saved, str) else None
+        if held is not wanted:
+            raise ValueError(
+                f"init_from {source!r} holds a {getattr(held, '__name__', saved)}; this task "
+                f"trains a {wanted.__name__}"
+            )
+
     def _initialise_from(self, module: torch.nn.Module, source: str) -> None:
         """Copy the weights of the released model ``source`` into the part of ``module`` that
         the task releases (e.g. the segmenter, not the SCOPS part basis)."""
@@ -117,24 +183,57 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
+        """Write ``step_N`` into ``step_N.tmp`` and rename it once complete. A failed write
+        (e.g. a full disk) removes the partial folder, keeps the earlier checkpoints and raises
+        :class:`TrainingError`."""
         final = self.out / "checkpoints" / f"step_{self.step}"
         tmp = final.with_name(final.name + ".tmp")
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
+        try:
+            self.acc.save_state(str(tmp))
+            if self.acc.is_main_process:
+                state = {
+                    "step": self.step,
+                    "best_score": self.best_score,
+                    "config": self.cfg.to_dict(),
+                }
+                (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+            full = _disk_full(err, final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (full or isinstance(err, OSError)):
+                raise
+            reason = "the disk is full" if full else " ".join(str(err).split())
+            kept = latest_checkpoint(self.out)
+            raise TrainingError(
+                f"could not save checkpoint {final}: {reason}; the last good checkpoint is "
+                f"kept ({kept or 'none yet'})"
+            ) from err
         if self.acc.is_main_process:
-            state = {"step": self.step, "best_score": self.best_score, "config": self.cfg.to_dict()}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-            ckpts = sorted(
-                (p for p in final.parent.glob("step_*") if not p.name.endswith(".tmp")),
-                key=lambda p: int(p.name.split("_")[1]),
-            )
-            for old in ckpts[: -self.cfg.keep_checkpoints]:
+            for old in checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
         return final
+
+    def _discard_stale_state(self) -> None:
+        """On the main process: remove partial ``step_N.tmp`` checkpoints of an interrupted run
+        and, after a resume, the ``metrics.jsonl`` rows of the steps that will run again
+        (rewritten atomically)."""
+        if self.acc.is_main_process:
+            for stale in (self.out / "checkpoints").glob("step_*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+            metrics = self.out / "metrics.jsonl"
+            if self.resume_from is not None and metrics.is_file():
+                rows = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+                kept = [row for row in rows if _logged_step(row) <= self.step]
+                if len(kept) != len(rows):
+                    partial = metrics.with_name(metrics.name + ".tmp")
+                    partial.write_text("".join(kept), encoding="utf-8")
+                    os.replace(partial, metrics)
+        self.acc.wait_for_everyone()
 
     def load_checkpoint(self, path: Path) -> None:
         self.acc.load_state(str(path))
@@ -204,13 +303,17 @@ class Trainer:
             "sample_image": samples.name if samples.exists() else None,
         }
         write_model_card(model, folder / "README.md", info)
+        if info.get("data_source"):  # the weights carry their training data's terms
+            name = info.get("name", folder.name)
+            text = licence_text(name, info["data_source"])
+            (folder / "LICENSE.md").write_text(text, encoding="utf-8")
         model.save_pretrained(folder)
 
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
-        resume = self._resume_path()
-        if resume is not None:
-            self.load_checkpoint(resume)
+        if self.resume_from is not None:
+            self.load_checkpoint(self.resume_from)
+        self._discard_stale_state()
         self.model.train()
         micro = self.step * cfg.grad_accum  # micro-batches consumed by each process
         bar = tqdm(
@@ -222,63 +325,78 @@ class Trainer:
         )
         t0 = time.perf_counter()
         step_losses: list[torch.Tensor] = []  # micro-batch losses of the current step
-        while self.step < cfg.max_steps:
-            epoch, offset = divmod(micro, len(self.loader))
-            self.sampler.set_epoch(epoch)
-            batches = self.acc.skip_first_batches(self.loader, offset) if offset else self.loader
-            for batch in batches:
-                with self.acc.accumulate(self.model):
-                    loss, logs = self.task.training_step(self.model, batch, self.step)
-                    step_losses.append(loss.detach().float())
-                    self.acc.backward(loss)
-                    if self.acc.sync_gradients and cfg.clip_grad_norm:
-                        for opt in self.optimizers:  # each optimiser's parameters separately
-                            params = [p for g in opt.param_groups for p in g["params"]]
-                            self.acc.clip_grad_norm_(params, cfg.clip_grad_norm)
-                    for opt in self.optimizers:
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-                micro += 1
-                if not self.acc.sync_gradients:
-                    continue
-                for sched in self.schedulers:
-                    sched.step()
-                self.step += 1
-                # mean over the step's micro-batches and processes: the loss of the global batch
-                step_loss = torch.stack(step_losses).mean()
-                step_losses.clear()
-                mean_loss = self.acc.reduce(step_loss, reduction="mean").item()
-                self.history.append({"step": self.step, "loss": mean_loss})
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    logs = {  # every process's batch counts, as for the loss
-                        k: self.acc.reduce(
-                            torch.tensor(float(v), device=self.acc.device), "mean"
-                        ).item()
-                        for k, v in logs.items()
-                    }
-                    lr = self.optimizers[0].param_groups[0]["lr"]
-                    self._log(
-                        {
-                            "step": self.step,
-                            **logs,
-                            "loss": mean_loss,
-                            "lr": lr,
-                            "elapsed_s": round(time.perf_counter() - t0, 2),
+        out_of_time = False
+        try:  # closed on errors too, so that an error message starts a line
+            while self.step < cfg.max_steps:
+                epoch, offset = divmod(micro, len(self.loader))
+                self.sampler.set_epoch(epoch)
+                skip = self.acc.skip_first_batches
+                batches = skip(self.loader, offset) if offset else self.loader
+                for batch in batches:
+                    with self.acc.accumulate(self.model):
+                        loss, logs = self.task.training_step(self.model, batch, self.step)
+                        step_losses.append(loss.detach().float())
+                        self.acc.backward(loss)
+                        if self.acc.sync_gradients and cfg.clip_grad_norm:
+                            for opt in self.optimizers:  # each optimiser's parameters separately
+                                params = [p for g in opt.param_groups for p in g["params"]]
+                                self.acc.clip_grad_norm_(params, cfg.clip_grad_norm)
+                        for opt in self.optimizers:
+                            opt.step()
+                            opt.zero_grad(set_to_none=True)
+                    micro += 1
+                    if not self.acc.sync_gradients:
+                        continue
+                    for sched in self.schedulers:
+                        sched.step()
+                    self.step += 1
+                    # mean over the step's micro-batches and processes: the loss of the global batch
+                    step_loss = torch.stack(step_losses).mean()
+                    step_losses.clear()
+                    mean_loss = self.acc.reduce(step_loss, reduction="mean").item()
+                    self.history.append({"step": self.step, "loss": mean_loss})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        logs = {  # every process's batch counts, as for the loss
+                            k: self.acc.reduce(
+                                torch.tensor(float(v), device=self.acc.device), "mean"
+                            ).item()
+                            for k, v in logs.items()
                         }
-                    )
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self._samples()
-                if cfg.val_every and self.step % cfg.val_every == 0:
-                    self._evaluate()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
-                    self.save_checkpoint()
-                if cfg.stop_at_step is not None and self.step == cfg.stop_at_step:
-                    os._exit(3)  # simulate a kill: no cleanup, no final save
-                if self.step >= cfg.max_steps:
+                        lr = self.optimizers[0].param_groups[0]["lr"]
+                        self._log(
+                            {
+                                "step": self.step,
+                                **logs,
+                                "loss": mean_loss,
+                                "lr": lr,
+                                "elapsed_s": round(time.perf_counter() - t0, 2),
+                            }
+                        )
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        self._samples()
+                    if cfg.val_every and self.step % cfg.val_every == 0:
+                        self._evaluate()
+                    if cfg.max_minutes is not None:  # all processes stop at the same step
+                        late = time.perf_counter() - t0 >= 60 * cfg.max_minutes
+                        flag = torch.tensor(float(late), device=self.acc.device)
+                        out_of_time = bool(self.acc.reduce(flag, "max").item())
+                    if (
+                        self.step % cfg.checkpoint_every == 0
+                        or self.step == cfg.max_steps
+                        or out_of_time
+                    ):
+                        self.save_checkpoint()
+                    if cfg.stop_at_step is not None and self.step == cfg.stop_at_step:
+                        os._exit(3)  # simulate a kill: no cleanup, no final save
+                    if self.step >= cfg.max_steps or out_of_time:
+                        break
+                if out_of_time:
+                    self.acc.print(f"stopped at step {self.step}: max_minutes={cfg.max_minutes}")
                     break
-        bar.close()
+        finally:
+            bar.close()
         final_scores = self._evaluate()
         if self.acc.is_main_process:
             self._export(self.out / "final", final_scores)

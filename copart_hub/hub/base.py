@@ -109,6 +109,8 @@ class CopartModel(
             token=token,
         )
         config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise CheckpointMismatchError(f"{config_file} must hold a JSON object")
         arch = config.pop("architecture", None)
         if arch is None:
             raise CheckpointMismatchError(f"{config_file} has no 'architecture' key")
@@ -118,6 +120,12 @@ class CopartModel(
                 f"{pretrained_model_name_or_path} holds a {target.__name__!r} ({arch}), "
                 f"not a {cls.__name__}"
             )
+        for key, value in target.transient_config.items():  # e.g. a local weight file
+            if config.get(key, value) != value:
+                raise CheckpointMismatchError(
+                    f"{config_file} sets {key!r} to {config[key]!r}: a saved config may not "
+                    f"name files to read at load time (expected {json.dumps(value)})"
+                )
         model = target(**{**config, **overrides})
         load_weights_strict(model, weights_file, map_location)
         folder = Path(weights_file).parent

@@ -28,7 +28,7 @@ from ..hub.registry import register_architecture, register_model
 from ..ops.antialias import AntiAliasDownsample
 from ..ops.coordinates import coordinate_grid, soft_argmax, spatial_softmax
 from .mcs_blocks import DownBlock, Hourglass, ResBlock, SameBlock, UpBlock, level_channels
-from .part_base import PartModel
+from .part_base import MAX_PARTS, MAX_WIDTH, PartModel, check_input_size, check_int
 
 __all__ = [
     "MCSGenerator",
@@ -91,10 +91,12 @@ class MCSSegmenter(PartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmen
         temperature: float = 0.1,
     ) -> None:
         super().__init__()
-        if num_parts < 1:
-            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        num_parts = check_int("num_parts", num_parts, 1, MAX_PARTS)
+        check_int("block_expansion", block_expansion, 1, MAX_WIDTH)
+        check_int("max_features", max_features, 1, MAX_WIDTH)
+        check_int("num_blocks", num_blocks, 1, 12)
         self.num_parts = num_parts
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = check_input_size(input_size)
         self.temperature = temperature
         self.downsample = AntiAliasDownsample(scale_factor)
         self.predictor = Hourglass(3, block_expansion, max_features, num_blocks)
@@ -210,6 +212,10 @@ class MCSGenerator(nn.Module):
         estimate_visibility: bool = True,
     ) -> None:
         super().__init__()
+        check_int("block_expansion", block_expansion, 1, MAX_WIDTH)
+        check_int("max_features", max_features, 1, MAX_WIDTH)
+        check_int("num_down_blocks", num_down_blocks, 0, 8)
+        check_int("num_bottleneck_blocks", num_bottleneck_blocks, 0, 64)
         width = [
             level_channels(block_expansion, max_features, i) for i in range(num_down_blocks + 1)
         ]

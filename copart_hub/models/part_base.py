@@ -11,6 +11,29 @@ from ..hub.base import CopartModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: bounds of the sizes a (saved) config may ask for, checked before anything is allocated
+MAX_SIDE = 4096  # pixels per side of ``input_size``
+MAX_PARTS = 64
+MAX_WIDTH = 4096  # channels of a layer
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an ``int`` in ``[low, high]``, else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def check_input_size(input_size: Any) -> tuple[int, int]:
+    """``(height, width)``, each side an integer in ``[1, MAX_SIDE]``."""
+    if not isinstance(input_size, (list, tuple)) or len(input_size) != 2:
+        raise ValueError(f"input_size must be (height, width), got {input_size!r}")
+    return (
+        check_int("input_size height", input_size[0], 1, MAX_SIDE),
+        check_int("input_size width", input_size[1], 1, MAX_SIDE),
+    )
 
 
 class PartModel(CopartModel):
@@ -60,6 +83,8 @@ class BackbonePartModel(PartModel):
         ``feature_reduction`` (saved configs) are checked against the built backbone."""
         from .backbone import TimmBackbone
 
+        input_size = check_input_size(input_size)
+        num_parts = check_int("num_parts", num_parts, 1, MAX_PARTS)
         self.encoder = TimmBackbone(backbone, feature_indices, backbone_weights, **timm_kwargs)
         for name, saved, built in (
             ("channels", feature_channels, self.encoder.channels),
@@ -68,7 +93,7 @@ class BackbonePartModel(PartModel):
             if saved is not None and list(np.atleast_1d(saved)) != built:
                 raise ValueError(f"{backbone} has {name} {built}, config says {saved}")
         self.num_parts = num_parts
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = input_size
         self.image_mean = tuple(image_mean or self.encoder.mean)
         self.image_std = tuple(image_std or self.encoder.std)
         return list(self.encoder.channels)

@@ -24,6 +24,7 @@ from ..ops.slic import (
     position_scale,
     xylab_features,
 )
+from .part_base import MAX_WIDTH, check_int
 
 PAPER_URL = "https://arxiv.org/abs/1807.10174"
 
@@ -115,6 +116,10 @@ class SSN(CopartModel, paper_url=PAPER_URL, tags=["superpixels", "ssn"]):
         norm: str = "batch",
     ) -> None:
         super().__init__()
+        check_int("feature_dim", feature_dim, 1, MAX_WIDTH)
+        check_int("hidden_dim", hidden_dim, 1, MAX_WIDTH)
+        check_int("n_spixels", n_spixels, 1, 10**6)
+        check_int("n_iter", n_iter, 1, 1000)
         self.deep = deep
         self.n_spixels = n_spixels
         self.n_iter = n_iter

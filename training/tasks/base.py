@@ -2,17 +2,54 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from copart_hub.hub.base import CopartModel
+from copart_hub.hub.registry import get_architecture, get_entry
 
 OptimizerPair = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _list(v: Any) -> bool:
+    return isinstance(v, (list, tuple))
+
+
+def _pair(v: Any) -> bool:
+    return _list(v) and len(v) == 2 and all(map(_number, v))
+
+
+#: rules of :meth:`Task.check_args`: name -> (test, what the value must be)
+ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "positive_int": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "positive": (lambda v: _number(v) and v > 0, "a positive number"),
+    "non_negative": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "fraction": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "positive_ints": (
+        lambda v: _list(v) and len(v) > 0 and all(_int(x) and x >= 1 for x in v),
+        "a non-empty list of positive integers",
+    ),
+    "ints": (lambda v: _list(v) and all(map(_int, v)), "a list of integers"),
+    "range": (lambda v: _pair(v) and 0 < v[0] <= v[1], "[low, high] with 0 < low <= high"),
+    "fractions": (lambda v: _pair(v) and all(0 <= x < 1 for x in v), "two numbers in [0, 1)"),
+    "folder": (lambda v: isinstance(v, (str, Path)) and Path(v).is_dir(), "an existing folder"),
+    "file": (lambda v: isinstance(v, (str, Path)) and Path(v).is_file(), "an existing file"),
+}
 
 
 class Task(ABC):
@@ -22,9 +59,50 @@ class Task(ABC):
     augmentations from :func:`..sampling.sample_rng` so that resuming is exact.
     """
 
+    #: every argument and its default; subclasses define it
+    defaults: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, args: dict[str, Any], seed: int) -> None:
+        """Checks what every task shares: ``model`` is a registered model name whose
+        architecture takes the ``model_kwargs``, and ``data_root`` is a folder."""
         self.args = dict(args)
         self.seed = seed
+        if "model" in self.args:
+            name = self.args["model"]
+            if not isinstance(name, str):
+                raise ValueError(f"task_args.model must be a model name, got {name!r}")
+            arch = get_architecture(get_entry(name).architecture)
+            params = inspect.signature(arch).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                self.check_keys("model_kwargs", params)
+        self.check_args("folder", "data_root")
+
+    def check_args(self, rule: str, *keys: str) -> None:
+        """Raise ``ValueError`` naming ``task_args.KEY`` unless each value passes ``rule``
+        (:data:`ARG_RULES`); ``None`` passes where it is the default, absent keys are skipped."""
+        test, words = ARG_RULES[rule]
+        for key in keys:
+            value = self.args.get(key)
+            if key not in self.args or (value is None and self.defaults.get(key) is None):
+                continue
+            if not test(value):
+                raise ValueError(f"task_args.{key} must be {words}, got {value!r}")
+
+    def check_keys(self, key: str, allowed: Iterable[str]) -> None:
+        """``task_args.KEY`` must be a mapping whose keys are all in ``allowed``."""
+        value = self.args.get(key, {})
+        if not isinstance(value, Mapping):
+            raise ValueError(f"task_args.{key} must be a mapping, got {value!r}")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            known = ", ".join(sorted(allowed))
+            raise ValueError(f"task_args.{key}: unknown keys {unknown} (known: {known})")
+
+    def check_choice(self, key: str, choices: Iterable[Any]) -> None:
+        """``task_args.KEY`` must be one of ``choices``."""
+        value, options = self.args.get(key), tuple(choices)
+        if value not in options:
+            raise ValueError(f"task_args.{key} must be one of {options}, got {value!r}")
 
     @abstractmethod
     def build_model(self) -> nn.Module:

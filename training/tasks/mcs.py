@@ -150,6 +150,14 @@ class McsTask(Task):
         if unknown:
             raise ValueError(f"unknown mcs task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
+        self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
+        self.check_args("positive", "lr")
+        self.check_args("non_negative", "jitter")
+        self.check_args("fractions", "betas")
+        self.check_args("ints", "train_clips")
+        self.check_args("file", "vgg_weights")
+        self.check_choice("feature_net", ("random", "vgg19", "none"))
+        self.check_keys("weights", McsLossWeights.__dataclass_fields__)
         weights = dict(self.args["weights"])
         if "perceptual" in weights:
             weights["perceptual"] = tuple(weights["perceptual"])

@@ -95,6 +95,12 @@ class SSNTask(Task):
         if unknown:
             raise ValueError(f"unknown ssn task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
+        self.check_args("positive_int", "patch", "n_spixels", "n_iter", "val_images")
+        self.check_args("positive", "lr")
+        self.check_args("non_negative", "compact_weight")
+        self.check_args("positive_ints", "val_counts")
+        if self.args["pos_scale"] is not None:
+            self.check_args("positive", "pos_scale")
         self._val = None
 
     def build_model(self) -> nn.Module:
