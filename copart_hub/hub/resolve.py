@@ -103,22 +103,24 @@ def resolve_checkpoint(
             f"{name!r} is not a local folder, a bundled model "
             f"({', '.join(zoo_names()) or 'none'}) or a Hugging Face repo id (owner/name)"
         )
+
+    def download(filename: str) -> Path:
+        return Path(
+            hf_hub_download(
+                repo_id=name,
+                filename=filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+                **_library(),
+            )
+        )
+
     files = []
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
-            files.append(
-                Path(
-                    hf_hub_download(
-                        repo_id=name,
-                        filename=filename,
-                        revision=revision,
-                        cache_dir=cache_dir,
-                        local_files_only=local_files_only,
-                        token=token,
-                        **_library(),
-                    )
-                )
-            )
+            files.append(download(filename))
         except HFValidationError:
             raise ModelNotFoundError(
                 f"{name!r} is not a local folder, a bundled model ({', '.join(zoo_names())}) "
@@ -134,15 +136,7 @@ def resolve_checkpoint(
             raise ModelNotFoundError(f"{name!r}: {filename} not found on the Hub ({err})") from None
     for filename in CARD_FILES:  # the card and the weights' terms, when the repo has them
         with contextlib.suppress(LocalEntryNotFoundError, EntryNotFoundError):
-            hf_hub_download(
-                repo_id=name,
-                filename=filename,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                token=token,
-                **_library(),
-            )
+            download(filename)
     return files[0], files[1]
 
 
