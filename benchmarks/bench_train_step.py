@@ -11,6 +11,8 @@ minus data loading.
     python benchmarks/bench_train_step.py --threads 2 --batch 8 --repeats 5
 
 A case is a config name followed by optional ``key=value`` overrides, as for ``copart-hub train``.
+``--inference MODEL...`` instead times the forward pass of built or released models (a zoo
+name, a folder, or ``create:<registered name>:<size>``): images/s at batch 8 at their input size.
 """
 
 from __future__ import annotations
@@ -85,16 +87,48 @@ def run_case(case: str, batch: int, repeats: int, threads: int) -> dict:
     }
 
 
+def run_inference(spec: str, batch: int, repeats: int, threads: int) -> dict:
+    """Forward passes of one model (no autograd) at its input size: median images/s."""
+    import torch
+
+    import copart_hub
+
+    torch.set_num_threads(threads)
+    if spec.startswith("create:"):
+        _, name, size = spec.split(":")
+        model = copart_hub.create_model(name, input_size=(int(size), int(size)))
+    else:
+        model = copart_hub.from_pretrained(spec)
+    model.eval()
+    x = torch.randn(batch, 3, *model.input_size)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            model(x)
+            if i:
+                times.append(time.perf_counter() - t0)
+    return {"case": spec, "images_per_s": batch / statistics.median(times)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--inference", nargs="+", metavar="MODEL")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._one:
         print(json.dumps(run_case(args._one, args.batch, args.repeats, args.threads)))
+        return
+    if args.inference:
+        print(f"inference, batch {args.batch}, {args.threads} threads\n")
+        print("| model | images / s |\n|---|---:|")
+        for spec in args.inference:
+            r = run_inference(spec, args.batch, args.repeats, args.threads)
+            print(f"| `{spec}` | {r['images_per_s']:.1f} |", flush=True)
         return
     print(f"batch {args.batch}, {args.threads} threads, median of {args.repeats} steps\n")
     print("| case | params (M) | s / step | samples / s | peak RSS (MiB) |")
