@@ -118,6 +118,15 @@ CASES = {
         "task_args.weights: unknown keys ['bogus']",
     ),
     "mcs betas": ([*TRAIN, "task=mcs", "task_args.betas=[2, 3]"], "task_args.betas must be"),
+    "mcs video_dir missing": (
+        [*TRAIN, "task=mcs", "task_args.video_dir={root}/no_videos"],
+        "task_args.video_dir must be an existing folder",
+    ),
+    "mcs video_dir without videos": (
+        [*TRAIN, "task=mcs", "task_args.video_dir={truncated}"],
+        "has no readable videos (looked for .mp4",
+    ),
+    "log_with unknown": ([*TRAIN, "log_with=nope"], "log_with: unknown tracker 'nope'"),
     "malformed yaml": (["train", "--config", "{bad_yaml}"], "bad.yaml is not valid YAML (line "),
     "unwritable output_dir": (
         ["train", "task=ssn", "output_dir={blocker}/run"],

@@ -72,6 +72,8 @@ def test_load_config_rejects_unknown_keys_and_bad_values():
         ("clip_grad_norm=0", "clip_grad_norm must be > 0"),
         ("max_minutes=-1", "max_minutes must be > 0"),
         ("mixed_precision=fp8", "mixed_precision must be one of auto, no, fp16, bf16"),
+        ("cpu=1", "cpu must be true or false, got 1"),
+        ("log_with=nope", "log_with: unknown tracker 'nope' (known: auto, none, all,"),
         ("task=foo", "unknown task 'foo'"),
         ("task_args=[1]", "task_args must be a mapping of settings"),
     ],
@@ -85,6 +87,7 @@ def test_config_accepts_ints_for_floats_and_null_for_optional_fields():
     cfg = load_config(None, ["max_minutes=2", "clip_grad_norm=null", "stop_at_step=null"])
     assert cfg.max_minutes == 2.0 and isinstance(cfg.max_minutes, float)
     assert cfg.clip_grad_norm is None and cfg.stop_at_step is None
+    assert load_config(None, ["mixed_precision=no"]).mixed_precision == "no"  # YAML: false
 
 
 @pytest.mark.parametrize(
@@ -311,3 +314,104 @@ def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
         cfg.init_from = str(tmp_path / other)
         with pytest.raises(ValueError, match=message):
             Trainer(cfg)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: reset it around a test that changes it."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    def reset() -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    reset()
+    yield
+    reset()
+
+
+def test_mixed_precision_auto_follows_accelerate_and_an_explicit_value_wins(monkeypatch):
+    from copart_hub.training import trainer
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch / config
+    assert trainer.resolve_mixed_precision("auto", cpu=False) is None  # accelerate reads it
+    assert trainer.resolve_mixed_precision("bf16", cpu=False) == "bf16"
+    assert trainer.resolve_mixed_precision("no", cpu=False) == "no"
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer.resolve_mixed_precision("auto", cpu=False) == "no"  # CPU (or MPS)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert trainer.resolve_mixed_precision("auto", cpu=False) == "bf16"
+    assert trainer.resolve_mixed_precision("auto", cpu=True) == "no"
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    assert trainer.resolve_mixed_precision("auto", cpu=False) == "no"
+
+
+def test_cpu_is_passed_only_when_asked_or_needed_for_gloo(monkeypatch):
+    from copart_hub.training import trainer
+
+    for name in ("LOCAL_RANK", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not trainer.needs_cpu_flag(False)  # accelerate picks CUDA / MPS / CPU itself
+    assert trainer.needs_cpu_flag(True)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # torchrun
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(trainer, "_ddp_device_available", lambda: False)
+    assert trainer.needs_cpu_flag(False)  # gloo, not every process alone
+    monkeypatch.setattr(trainer, "_ddp_device_available", lambda: True)
+    assert not trainer.needs_cpu_flag(False)  # nccl & co.
+
+
+@pytest.mark.usefixtures("bsds_root", "fresh_accelerate_state")
+def test_trainer_leaves_device_and_precision_to_accelerate(tmp_path: Path, monkeypatch):
+    """No ``cpu=`` forced; ``auto`` takes ``ACCELERATE_MIXED_PRECISION``, a value overrides it."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from copart_hub.training import trainer
+
+    calls: list[dict] = []
+
+    class Recording(trainer.Accelerator):
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(trainer, "Accelerator", Recording)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    for name in ("ACCELERATE_USE_CPU", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    run = _trainer(tmp_path / "auto", "max_steps=1")
+    assert calls[-1]["cpu"] is False and run.acc.mixed_precision == "bf16"
+    assert run.acc.device == PartialState().default_device  # CUDA, MPS or CPU as available
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    run = _trainer(tmp_path / "explicit", "max_steps=1", "mixed_precision=no")
+    assert run.acc.mixed_precision == "no"
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_old_checkpoints_are_rotated(tmp_path: Path):
+    out = tmp_path / "run"
+    _trainer(out, "max_steps=4", "checkpoint_every=1", "keep_checkpoints=3").train()
+    assert [p.name for p in checkpoints(out)] == ["step_2", "step_3", "step_4"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_3", "step_4"]
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_trackers_get_the_metrics_and_metrics_jsonl_keeps_its_rows(tmp_path: Path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (log_with=auto: none)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    _trainer(out, "max_steps=2", "val_every=2", "log_with=tensorboard").train()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert {"loss", "lr", "elapsed_s", "recon"} <= set(rows[0])
+    (events,) = (out / "logs" / "ssn").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    assert [e.step for e in scalars.Scalars("loss")] == [1, 2]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert [e.value for e in scalars.Scalars("loss")] == pytest.approx(losses, rel=1e-6)
+    val = next(r["val"] for r in rows if "val" in r)
+    assert scalars.Scalars("val/score")[0].value == pytest.approx(val["score"], rel=1e-6)

@@ -38,7 +38,13 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 6  # global batch: per-process batch x processes x grad_accum
     grad_accum: int = 1
-    mixed_precision: str = "auto"  # auto = bf16 on GPU, no on CPU; or no / fp16 / bf16
+    # auto = what accelerate launch / accelerate config / ACCELERATE_MIXED_PRECISION say, else
+    # bf16 on a CUDA GPU that has it, else no; an explicit no / fp16 / bf16 overrides them
+    mixed_precision: str = "auto"
+    cpu: bool = False  # run on the CPU even if a GPU / MPS is there (or ACCELERATE_USE_CPU=1)
+    # accelerate trackers besides metrics.jsonl: auto = tensorboard when installed, else none;
+    # none; or names separated by commas (tensorboard, wandb, mlflow, ...; logs in output_dir/logs)
+    log_with: str = "auto"
     num_workers: int = 2
     seed: int = 0
     clip_grad_norm: float | None = None  # max gradient norm, per optimiser
@@ -60,6 +66,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check the type of every field and the range of the numbers (``ValueError``)."""
+        if self.mixed_precision is False:  # YAML 1.1 reads `mixed_precision: no` as false
+            self.mixed_precision = "no"
         hints = typing.get_type_hints(TrainConfig)
         for f in dataclasses.fields(self):
             setattr(self, f.name, _typed(f.name, getattr(self, f.name), hints[f.name]))
@@ -76,6 +84,7 @@ class TrainConfig:
             raise ValueError(
                 f"mixed_precision must be one of {choices}, got {self.mixed_precision!r}"
             )
+        resolve_trackers(self.log_with)  # raises for an unknown or missing tracker
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}"
@@ -86,6 +95,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def resolve_trackers(log_with: str) -> list[str]:
+    """The accelerate trackers named by ``log_with`` (see :class:`TrainConfig`); ``ValueError``
+    for a name accelerate does not know or whose package is not installed."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    installed = {str(t) for t in get_available_trackers()}
+    if log_with == "auto":
+        return ["tensorboard"] if "tensorboard" in installed else []
+    names = [n.strip() for n in log_with.split(",") if n.strip() not in ("", "none")]
+    for name in names:
+        if name not in LoggerType.list():
+            known = ", ".join(["auto", "none", *LoggerType.list()])
+            raise ValueError(f"log_with: unknown tracker {name!r} (known: {known})")
+        if name != "all" and name not in installed:
+            raise ValueError(f"log_with: the {name} package is not installed")
+    return names
 
 
 def _typed(name: str, value: Any, hint: Any) -> Any:

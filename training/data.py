@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
@@ -10,6 +11,10 @@ import numpy as np
 from PIL import Image
 
 from copart_hub.data import bsds500
+from copart_hub.data.videos import read_video
+
+#: part of every video cache key: bump it when the stored frames change for the same inputs
+VIDEO_CACHE_VERSION = 1
 
 
 def bsds500_dataset(
@@ -39,3 +44,48 @@ def bsds500_dataset(
     return datasets.Dataset.from_generator(
         rows, features=features, cache_dir=cache_dir, config_name=f"bsds500-{split}-{tag}"
     )
+
+
+class ClipFrames:
+    """The frames of one video in a memory-mapped ``datasets`` table (one row per frame):
+    ``len(clip)`` frames; ``clip[t]`` is ``uint8 [H, W, 3]``, ``clip[[t, u]]`` ``[2, H, W, 3]``
+    (copies, like indexing a ``uint8 [T, H, W, 3]`` array)."""
+
+    def __init__(self, table: datasets.Dataset) -> None:
+        self.table = table.with_format("numpy", dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> np.ndarray:
+        return np.array(self.table[np.asarray(index).tolist()]["frame"])
+
+
+def _frame_rows(path: str, size: int) -> Iterator[dict[str, np.ndarray]]:
+    for frame in read_video(path, size, crop=True)[0]:
+        yield {"frame": frame}
+
+
+def video_frames(path: str | Path, size: int, cache_dir: str | None = None) -> ClipFrames:
+    """The frames of the video ``path``, centre-cropped to a square and resized to ``size``
+    (see :func:`read_video`), decoded once into a ``datasets`` table whose fingerprint is the
+    resolved path, modification time, byte size and ``size``: later runs reuse it and a changed
+    file is decoded again. Decoding errors are raised as :func:`read_video` raises them."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{VIDEO_CACHE_VERSION}|{path}|{stat.st_mtime_ns}|{stat.st_size}|{size}"
+    features = datasets.Features({"frame": datasets.Array3D((size, size, 3), "uint8")})
+    try:
+        table = datasets.Dataset.from_generator(
+            _frame_rows,
+            features=features,
+            gen_kwargs={"path": str(path), "size": size},
+            cache_dir=cache_dir,
+            fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, OSError)):  # read_video's own clear message
+            raise cause from None
+        raise
+    return ClipFrames(table)

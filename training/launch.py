@@ -6,7 +6,8 @@ One process on CPU or GPU::
 
 Several GPUs or nodes (DDP; same arguments)::
 
-    accelerate launch --num_processes 4 -m copart_hub.training.launch --config ssn_bsds500
+    accelerate launch --num_processes 4 --mixed_precision bf16 \
+        -m copart_hub.training.launch --config ssn_bsds500
 """
 
 from __future__ import annotations

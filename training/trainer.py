@@ -10,12 +10,13 @@ import platform
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, get_int_from_env, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -25,7 +26,7 @@ from copart_hub.hub.card import write_model_card
 from copart_hub.hub.registry import get_architecture, get_entry
 from copart_hub.hub.resolve import resolve_checkpoint
 
-from .config import TrainConfig
+from .config import TrainConfig, resolve_trackers
 from .sampling import EpochSampler
 from .tasks import get_task
 
@@ -40,11 +41,62 @@ class TrainingError(RuntimeError):
 
 
 def hardware_summary(accelerator: Accelerator) -> str:
-    n = accelerator.num_processes
-    if accelerator.device.type == "cuda":
-        return f"{n} x {torch.cuda.get_device_name(accelerator.device)}"
+    n, device = accelerator.num_processes, accelerator.device
+    if device.type == "cuda":
+        return f"{n} x {torch.cuda.get_device_name(device)}"
+    if device.type != "cpu":
+        return f"{n} x {device.type}"
     cpu = platform.processor() or platform.machine()
     return f"{n} process(es) on CPU ({os.cpu_count()} cores, {cpu})"
+
+
+def _ddp_device_available() -> bool:
+    """Whether there is a device that accelerate runs DDP on (CUDA, XPU, NPU, ...; not MPS)."""
+    accel = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accel is None:
+        return torch.cuda.is_available()
+    device = accel.current_accelerator() if accel.is_available() else None
+    return device is not None and device.type != "mps"
+
+
+def needs_cpu_flag(cpu: bool) -> bool:
+    """Whether to pass ``cpu=True`` to :class:`Accelerator`: when asked (``cpu``), and for one
+    of several processes (torchrun, mpirun) without a DDP device: accelerate starts its gloo /
+    MPI process group only with ``cpu=True`` (``PartialState._prepare_backend``); otherwise
+    every process would train alone."""
+    world = get_int_from_env(
+        ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1
+    )
+    launched = get_int_from_env(["LOCAL_RANK"], -1) != -1 or world > 1
+    return cpu or (launched and not _ddp_device_available())
+
+
+def resolve_mixed_precision(setting: str, cpu: bool) -> str | None:
+    """The ``mixed_precision`` given to :class:`Accelerator`: an explicit setting as it is;
+    for ``auto``, ``None`` when ``ACCELERATE_MIXED_PRECISION`` is set (by ``accelerate launch``
+    from its flag or ``accelerate config``; accelerate reads it), else ``bf16`` on a CUDA GPU
+    that has it, else ``no`` (CPU, MPS, or ``cpu``)."""
+    if setting != "auto":
+        return setting
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None
+    cpu = cpu or parse_flag_from_env("ACCELERATE_USE_CPU")
+    cuda = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bf16" if cuda else "no"
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``values`` for trackers: nested mappings as ``a/b`` keys, values other than numbers,
+    strings and booleans (lists, ``None``) as JSON text."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[f"{prefix}{key}"] = value
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value)
+    return flat
 
 
 def _step_of(path: Path) -> int | None:
@@ -105,13 +157,16 @@ class Trainer:
         self.task = get_task(cfg.task)(cfg.task_args, cfg.seed)
         if cfg.init_from:
             self._check_init_from(cfg.init_from)
-        mp = cfg.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if torch.cuda.is_available() else "no"
+        cpu = needs_cpu_flag(cfg.cpu)
         self.acc = Accelerator(
-            mixed_precision=mp,
+            mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cpu),
             gradient_accumulation_steps=cfg.grad_accum,
-            cpu=not torch.cuda.is_available(),  # lets torchrun on CPU run DDP over gloo
+            cpu=cpu,  # False (accelerate's default) unless asked or needed for gloo
+            log_with=resolve_trackers(cfg.log_with) or None,
+            # checkpoints are not named or rotated by accelerate: see save_checkpoint
+            project_config=ProjectConfiguration(
+                project_dir=str(self.out), logging_dir=str(self.out / "logs")
+            ),
         )
         per_process, rest = divmod(cfg.batch_size, self.acc.num_processes * cfg.grad_accum)
         if rest or per_process < 1:
@@ -183,9 +238,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Write ``step_N`` into ``step_N.tmp`` and rename it once complete. A failed write
-        (e.g. a full disk) removes the partial folder, keeps the earlier checkpoints and raises
-        :class:`TrainingError`."""
+        """Write ``step_N`` into ``step_N.tmp`` and rename it once complete, then keep the last
+        ``keep_checkpoints``. A failed write (e.g. a full disk) removes the partial folder, keeps
+        the earlier checkpoints and raises :class:`TrainingError`.
+
+        Rotation is ours, not ``ProjectConfiguration(total_limit=...)``: accelerate applies that
+        limit only with ``automatic_checkpoint_naming``, which writes straight into
+        ``checkpoints/checkpoint_<save count>`` (no ``.tmp`` + rename: a kill mid-save leaves a
+        partial newest folder; names that are not steps) and deletes the oldest folders, of
+        any name, before the new save has succeeded."""
         final = self.out / "checkpoints" / f"step_{self.step}"
         tmp = final.with_name(final.name + ".tmp")
         self.acc.wait_for_everyone()
@@ -254,10 +315,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (with its ``step``) to ``metrics.jsonl`` and send it to the
+        trackers (``log_with``)."""
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            values = _flat({k: v for k, v in record.items() if k != "step"})
+            if values:
+                self.acc.log(values, step=int(record["step"]))
 
     def _released(self) -> torch.nn.Module:
         return self.task.release_model(self.acc.unwrap_model(self.model))
@@ -310,10 +376,19 @@ class Trainer:
         model.save_pretrained(folder)
 
     def train(self) -> dict[str, Any]:
-        cfg = self.cfg
+        """Resume if asked, train to ``max_steps`` (or ``max_minutes``), validate and export
+        ``final/``; returns the step, the loss history and the final scores."""
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
         self._discard_stale_state()
+        self.acc.init_trackers(self.cfg.task, config=_flat(self.cfg.to_dict()))
+        try:
+            return self._run()
+        finally:
+            self.acc.end_training()  # closes the trackers and the process group
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         self.model.train()
         micro = self.step * cfg.grad_accum  # micro-batches consumed by each process
         bar = tqdm(

@@ -10,6 +10,7 @@ evaluation, never for training.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,23 @@ from .collections import _check_split, _root
 TAICHI_VAL_CLIPS = (12, 13)
 NUM_POSE_KEYPOINTS = 33  # MediaPipe Pose
 TAICHI_EVAL_EVERY = 10  # evaluation protocol: every 10th frame of each clip
+#: file suffixes taken for videos when a folder is searched (any container PyAV reads)
+VIDEO_SUFFIXES = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+    ".gif",
+)
 
 
 def _target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -34,16 +52,30 @@ def _target_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
+def _crop_box(width: int, height: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centred ``(left, top, right, bottom)`` box of a ``width x height`` frame with the
+    aspect ratio of ``target`` ``(H, W)``."""
+    scale = min(width / target[1], height / target[0])
+    w, h = round(target[1] * scale), round(target[0] * scale)
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
 def read_video(
-    path: str | Path, size: int | tuple[int, int] | None = None, max_frames: int | None = None
+    path: str | Path,
+    size: int | tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    crop: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Decode every frame of a video (or animated image) -> ``(frames, fps)``.
 
     ``frames`` is ``uint8 [T, H, W, 3]`` RGB, resized (bilinear, antialiased) to ``size``
-    (``(H, W)`` or an int for a square) when given. ``fps`` is the stream's average rate, else
-    its guessed rate, else 0.0 (unknown). Raises ``FileNotFoundError`` for a missing file and
-    ``ValueError`` for a file PyAV cannot decode, one without frames, or one with more than
-    ``max_frames`` frames (decoding stops there, so a long video costs no more than the limit).
+    (``(H, W)`` or an int for a square) when given; with ``crop`` the centre of each frame is
+    cut to the aspect ratio of ``size`` first (no stretching). ``fps`` is the stream's average
+    rate, else its guessed rate, else 0.0 (unknown). Raises ``FileNotFoundError`` for a missing
+    file and ``ValueError`` for a file PyAV cannot decode, one without frames, or one with more
+    than ``max_frames`` frames (decoding stops there, so a long video costs no more than the
+    limit).
     """
     path = Path(path)
     if not path.is_file():
@@ -64,8 +96,11 @@ def read_video(
                         + (f" ({max_frames / fps:.1f} s at {fps:g} fps)" if fps > 0 else "")
                     )
                 image = frame.to_image()
-                if target is not None and image.size != (target[1], target[0]):
-                    image = image.resize((target[1], target[0]), Image.Resampling.BILINEAR)
+                box = _crop_box(*image.size, target) if crop and target is not None else None
+                if box == (0, 0, *image.size):
+                    box = None
+                if target is not None and (box is not None or image.size != target[::-1]):
+                    image = image.resize(target[::-1], Image.Resampling.BILINEAR, box=box)
                 frames.append(np.asarray(image.convert("RGB")))
     except av.error.EOFError:
         pass  # some containers without packets end this way: the frame check below reports it
@@ -74,6 +109,35 @@ def read_video(
     if not frames:
         raise ValueError(f"video {str(path)!r} has no frames")
     return np.stack(frames), fps
+
+
+def find_videos(folder: str | Path) -> list[Path]:
+    """Every video under ``folder`` (recursive, sorted): files with a :data:`VIDEO_SUFFIXES`
+    suffix that PyAV opens and that hold a video stream (only headers are read; the others are
+    skipped with a warning). Raises ``FileNotFoundError`` for a missing folder and
+    ``ValueError`` when it has no such video."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"video folder {str(folder)!r} does not exist")
+    found, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
+        try:
+            with av.open(str(path)) as container:
+                (found if container.streams.video else skipped).append(path)
+        except (av.FFmpegError, OSError):
+            skipped.append(path)
+    if not found:
+        unread = f"; {len(skipped)} could not be read" if skipped else ""
+        raise ValueError(
+            f"{str(folder)!r} has no readable videos (looked for {' '.join(VIDEO_SUFFIXES)} "
+            f"files in it and its subfolders{unread})"
+        )
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable videos in {folder}: {names}", stacklevel=2
+        )
+    return found
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
-"""MCS training task (SPEC A2.5-A2.6): Tai-Chi frame pairs, perceptual reconstruction of the
+"""MCS training task (SPEC A2.5-A2.6): frame pairs of videos, perceptual reconstruction of the
 target from the source, and shift/affine equivariance of the target's part motions.
 
-Data: each clip is decoded once, resized to ``size`` and kept in memory (``uint8``); one epoch
-is ``repeats`` passes over the training clips (the official ``num_repeats``). A sample is two
+Data: the Tai-Chi clips, or every video under ``video_dir`` (recursive, any container PyAV
+reads, any size: the centre of each frame is cut to a square and resized to ``size``). Each clip
+is decoded once into a memory-mapped ``datasets`` table that later runs reuse (keyed by path,
+modification time and byte size: :func:`..data.video_frames`). One epoch is ``repeats``
+passes over the training clips (the official ``num_repeats``). A sample is two
 random frames of one clip sorted in time, with the official augmentations (horizontal flip of
 both frames, time flip, ColorJitter 0.1 with the same parameters for both frames), all drawn
 from :func:`..sampling.sample_rng`. Validation (SPEC B4, adapted to the MediaPipe pseudo ground
 truth): foreground IoU on the held-out clips 12 and 13, and the sum of the 66 per-coordinate MAEs
-of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val).
+of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val). A
+user's videos have no ground truth: no scores, and the samples show their own clips.
 """
 
 from __future__ import annotations
@@ -25,12 +29,19 @@ from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
 from copart_hub.data.provenance import card_facts
-from copart_hub.data.videos import TaichiClip, TaichiFrames, taichi_clips, taichi_frames
+from copart_hub.data.videos import (
+    TaichiClip,
+    TaichiFrames,
+    find_videos,
+    taichi_clips,
+    taichi_frames,
+)
 from copart_hub.evaluation.parts import evaluate
 from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
 from copart_hub.models.mcs import MCSModel, MCSSegmentation
 from copart_hub.ops.warps import random_mcs_tps
 
+from ..data import ClipFrames, video_frames
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
 
@@ -63,7 +74,7 @@ class McsFramePairs(Dataset):
 
     def __init__(
         self,
-        clips: list[np.ndarray],
+        clips: list[np.ndarray] | list[ClipFrames],
         repeats: int = 50,
         seed: int = 0,
         jitter: float = 0.1,
@@ -125,14 +136,17 @@ class McsModule(nn.Module):
 
 @register_task("mcs")
 class McsTask(Task):
-    """Args (``task_args``): see ``defaults``. ``train_clips`` restricts the training clips to
-    these clip numbers (tests); ``val_every_nth_frame`` subsamples the validation frames."""
+    """Args (``task_args``): see ``defaults``. ``video_dir``: train on every video in this
+    folder instead of Tai-Chi (no validation scores). ``train_clips`` restricts the Tai-Chi
+    training clips to these clip numbers (tests); ``val_every_nth_frame`` subsamples the
+    validation frames."""
 
     defaults: ClassVar[dict[str, Any]] = {
         "model": "mcs_k10",
         "num_parts": 10,
         "model_kwargs": {},
         "data_root": None,
+        "video_dir": None,  # a folder of the user's videos (recursive) instead of Tai-Chi
         "size": 128,
         "repeats": 50,
         "train_clips": None,
@@ -156,13 +170,22 @@ class McsTask(Task):
         self.check_args("fractions", "betas")
         self.check_args("ints", "train_clips")
         self.check_args("file", "vgg_weights")
+        self.check_args("folder", "video_dir")
+        self.videos: list[Path] | None = None  # the user's videos, found once
+        if self.args["video_dir"]:
+            if self.args["train_clips"] is not None:
+                raise ValueError("task_args.train_clips selects Tai-Chi clips, not video_dir ones")
+            try:
+                self.videos = find_videos(self.args["video_dir"])
+            except ValueError as err:
+                raise ValueError(f"task_args.video_dir {err}") from None
         self.check_choice("feature_net", ("random", "vgg19", "none"))
         self.check_keys("weights", McsLossWeights.__dataclass_fields__)
         weights = dict(self.args["weights"])
         if "perceptual" in weights:
             weights["perceptual"] = tuple(weights["perceptual"])
         self.weights = McsLossWeights(**weights)
-        self._frames: dict[str, list[np.ndarray]] = {}
+        self._frames: dict[str, list[ClipFrames]] = {}
         self._eval_data: tuple[TaichiFrames, TaichiFrames] | None = None
 
     # ----------------------------------------------------------------- data
@@ -174,10 +197,12 @@ class McsTask(Task):
             clips = [c for c in clips if int(c.name.split("_")[1]) in set(keep)]
         return clips
 
-    def frames(self, split: str) -> list[np.ndarray]:
-        """Decoded ``uint8 [T, size, size, 3]`` frames per clip, decoded once and cached."""
+    def frames(self, split: str) -> list[ClipFrames]:
+        """The ``size x size`` frames of each clip of ``split`` (decoded once, cached across
+        runs); the user's videos serve every split."""
         if split not in self._frames:
-            self._frames[split] = [c.frames(self.args["size"]) for c in self.clips(split)]
+            paths = self.videos or [c.video for c in self.clips(split)]
+            self._frames[split] = [video_frames(p, self.args["size"]) for p in paths]
         return self._frames[split]
 
     def build_model(self) -> nn.Module:
@@ -236,7 +261,10 @@ class McsTask(Task):
     def validate(self, model: nn.Module) -> dict[str, float]:
         """The Tai-Chi protocol of ``copart-hub eval parts --dataset taichi`` (``fg_iou`` against
         the person masks, keypoint ``mae_sum`` over ``mae_coords`` coordinates) on every
-        ``val_every_nth_frame``-th frame; ``score`` = ``fg_iou``."""
+        ``val_every_nth_frame``-th frame; ``score`` = ``fg_iou``. None (``{}``) for a user's
+        videos: then the final model is the one exported."""
+        if self.videos:
+            return {}
         if self._eval_data is None:
             every, root = self.args["val_every_nth_frame"], self.args["data_root"]
             self._eval_data = (
@@ -248,13 +276,15 @@ class McsTask(Task):
 
     @torch.no_grad()
     def write_samples(self, model: nn.Module, path: Path) -> None:
-        """Rows of source | target | prediction | part overlay on the target, for 4 val pairs
-        (frames 1 s apart)."""
+        """Rows of source | target | prediction | part overlay on the target, for 2 pairs (frames
+        1 s apart, or the first and last) of 2 val clips (of 2 of the user's clips)."""
         from copart_hub.visualize import contact_sheet, overlay_parts
 
         device = next(model.parameters()).device
+        clips = self.frames("val")
         tiles = []
-        for frames in self.frames("val"):
+        for i in np.linspace(0, len(clips) - 1, min(2, len(clips))).astype(int):
+            frames = clips[i]
             for t in np.linspace(0, max(0, len(frames) - 31), 2).astype(int):
                 pair = frames[[t, min(t + 30, len(frames) - 1)]]
                 x = torch.from_numpy(pair).to(device).permute(0, 3, 1, 2).float() / 255
@@ -275,23 +305,35 @@ class McsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
+        summary = (
+            "Motion-supervised co-part segmentation (segmenter + generator) trained {} "
+            "`segmenter_only()` gives the part segmenter."
+        )
+        if self.videos:
+            facts: dict[str, Any] = {
+                "summary": summary.format(f"on the videos of {a['video_dir']};"),
+                "data": f"{len(self.videos)} videos in {a['video_dir']}",
+                "data_licence": "the user's data",
+                "limitations": "No held-out scores: the videos have no ground truth.",
+            }
+        else:
+            facts = {
+                "summary": summary.format("from scratch on Tai-Chi clips;"),
+                **card_facts("taichi"),
+                "data_source": "taichi",
+                "limitations": (
+                    "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on 12 "
+                    "short clips; scores use MediaPipe pseudo ground truth (33 keypoints, person "
+                    "masks), so they are not comparable with the paper's Tai-Chi-HD numbers."
+                ),
+            }
         return {
-            "summary": (
-                "Motion-supervised co-part segmentation (segmenter + generator) trained from "
-                "scratch on Tai-Chi clips; `segmenter_only()` gives the part segmenter."
-            ),
+            **facts,
             "method": (
                 "MCS: Motion-supervised Co-Part Segmentation (Siarohin, Roy et al., ICPR 2020)"
             ),
             "paper": "https://arxiv.org/abs/2004.03234",
-            **card_facts("taichi"),
-            "data_source": "taichi",
             "num_parts": a["num_parts"],
             "reference_features": f"perceptual loss: {a['feature_net']} features",
-            "limitations": (
-                "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on 12 short "
-                "clips; scores use MediaPipe pseudo ground truth (33 keypoints, person masks), "
-                "so they are not comparable with the paper's Tai-Chi-HD numbers."
-            ),
             "tags": ["mcs", "motion-cosegmentation", "part-segmentation"],
         }
