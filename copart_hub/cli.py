@@ -1,7 +1,8 @@
 """``copart-hub`` command line: superpixels, part segmentation, evaluation and training.
 
 Every input is read and checked before anything is written; errors print one line
-``copart-hub: error: ...`` to stderr and return exit code 2.
+``copart-hub: error: ...`` to stderr and return exit code 2. Images over
+``$COPART_HUB_MAX_PIXELS`` (default 100 MP) are refused from their header, before decoding.
 """
 
 from __future__ import annotations
@@ -437,7 +438,8 @@ def _saliency(args: argparse.Namespace) -> int:
     maps = [unsupervised_foreground(np.array(img), args.method, args.n) for img in images]
     _prepare_out(args.out)
     for path, sal, (png,) in zip(names, maps, outputs, strict=True):
-        Image.fromarray(np.round(sal * 255).astype(np.uint8)).save(png)
+        sal *= 255  # in place: no more full-size float copies
+        Image.fromarray(np.rint(sal, out=sal).astype(np.uint8)).save(png)
         print(f"{path}: saliency -> {png}")
     return 0
 

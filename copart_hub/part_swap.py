@@ -5,7 +5,9 @@ Here each target frame is cropped around its foreground (segmentation argmax != 
 plus a margin, made square), swapped at the model's ``input_size`` with
 :meth:`MCSModel.part_swap` semantics, and pasted back into the full-resolution target with a
 feathered version of the swap mask: outside the mask (and outside the crop) the target pixels are
-unchanged, bit for bit.
+unchanged, bit for bit. The mask is feathered at the model's resolution; the swapped crop and
+its mask are upsampled and pasted a band of rows at a time, so memory does not grow with the
+photo beyond its own pixels.
 
 >>> swapper = PartSwapper("path/to/mcs_checkpoint")            # doctest: +SKIP
 >>> swapper.swap_image("source.jpg", "target.jpg", [1, 3])     # doctest: +SKIP
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from .data.videos import read_video
 from .models.mcs import MCSModel, MCSSegmentation
 from .pipelines import _prepare
-from .processing import ImageInput, image_to_tensor, load_image
+from .processing import ImageInput, image_to_tensor, load_image, upsample_bands
 from .visualize import render_legend
 
 __all__ = [
@@ -113,20 +115,28 @@ def smooth_boxes(boxes: Sequence[Box], height: int, width: int, window: int) -> 
     return out
 
 
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``[B, 1, H, W]`` (replicate padding)."""
+def _kernel(sigma: float, x: Tensor) -> Tensor:
+    """Normalised 1-D Gaussian of standard deviation ``sigma`` (radius ``ceil(3 sigma)``)."""
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    return F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return kernel / kernel.sum()
 
 
-def _border_taper(height: int, width: int, ramp: float) -> np.ndarray:
-    """``[H, W]`` weights: 0 on the outermost pixels, rising linearly to 1 over ``ramp`` px."""
-    ys = np.minimum(np.arange(height), np.arange(height)[::-1])
+def _gaussian_blur(x: Tensor, sigma_y: float, sigma_x: float) -> Tensor:
+    """Separable Gaussian blur of ``[B, 1, H, W]`` (replicate padding)."""
+    ky, kx = _kernel(sigma_y, x), _kernel(sigma_x, x)
+    ry, rx = len(ky) // 2, len(kx) // 2
+    x = F.pad(x, (rx, rx, ry, ry), mode="replicate")
+    x = F.conv2d(x, kx.view(1, 1, 1, -1))
+    return F.conv2d(x, ky.view(1, 1, -1, 1))
+
+
+def _border_taper(rows: slice, height: int, width: int, ramp: float) -> np.ndarray:
+    """``[len(rows), W]`` rows of the ``[H, W]`` weights that are 0 on the outermost pixels and
+    rise linearly to 1 over ``ramp`` px."""
+    ys = np.arange(height)[rows]
+    ys = np.minimum(ys, height - 1 - ys)
     xs = np.minimum(np.arange(width), np.arange(width)[::-1])
     dist = np.minimum(ys[:, None], xs[None, :]).astype(np.float32)
     return np.clip(dist / max(ramp, 1.0), 0.0, 1.0)
@@ -160,10 +170,12 @@ class PartSwapper:
 
     @torch.no_grad()
     def locate(self, image: Image.Image) -> Box:
-        """Square crop ``(top, left, height, width)`` around the object's foreground."""
-        masks = self.model.segmenter.segment(self._to_model(image)).masks
-        masks = F.interpolate(masks, size=(image.height, image.width), mode="bilinear")
-        fg = masks[0].argmax(0).cpu().numpy() != 0
+        """Square crop ``(top, left, height, width)`` around the object's foreground (argmax of
+        the masks upsampled bilinearly to the image, a band of rows at a time)."""
+        masks = self.model.segmenter.segment(self._to_model(image)).masks[0].cpu()
+        fg = np.empty((image.height, image.width), dtype=bool)
+        for rows, band in upsample_bands(masks, (image.height, image.width)):
+            fg[rows] = band.max(0).indices.numpy() != 0  # argmax, faster over dim 0
         return _square_box(fg, image.height, image.width, self.margin)
 
     def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation, Tensor]:
@@ -188,7 +200,8 @@ class PartSwapper:
         """One target frame -> (``uint8 [H, W, 3]`` result, ``float32 [H, W]`` paste alpha).
 
         :meth:`MCSModel.part_swap` on the crop ``box`` (default: located in this frame),
-        reusing the source segmentation.
+        reusing the source segmentation. The mask is feathered at the model's resolution
+        (Gaussian of ``feather`` times the crop side, and a border taper at the crop's edge).
         """
         src, seg_source, src_features = source
         top, left, h, w = box if box is not None else self.locate(target)
@@ -196,22 +209,23 @@ class PartSwapper:
         seg_target = self.model.segmenter.segment(tgt)
         mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
         swapped = self.model.generator.swap(src, tgt, seg_source, seg_target, mask, src_features)
-        swapped = F.interpolate(swapped, size=(h, w), mode="bilinear", antialias=True)
-        sigma = max(0.5, self.feather * max(h, w))
-        alpha = F.interpolate(mask.clamp(0, 1), size=(h, w), mode="bilinear")
-        alpha = _gaussian_blur(alpha, sigma)[0, 0].clamp(0, 1).cpu().numpy()
-        alpha = alpha * _border_taper(h, w, 2 * sigma)
-        alpha[alpha < 1 / 512] = 0.0  # below half a grey level: keep the target exactly
-        full = np.asarray(target, dtype=np.float32)
-        out_crop = swapped[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
-        region = full[top : top + h, left : left + w]
-        a = alpha[..., None]
-        blended = np.where(a > 0, region * (1 - a) + out_crop * a, region)
-        result = full.copy()
-        result[top : top + h, left : left + w] = blended
-        full_alpha = np.zeros(full.shape[:2], dtype=np.float32)
-        full_alpha[top : top + h, left : left + w] = alpha
-        return np.clip(np.rint(result), 0, 255).astype(np.uint8), full_alpha
+        mh, mw = swapped.shape[-2:]
+        sigma = max(0.5, self.feather * max(h, w))  # in crop pixels
+        mask = F.interpolate(mask.clamp(0, 1), size=(mh, mw), mode="bilinear")
+        mask = _gaussian_blur(mask, sigma * mh / h, sigma * mw / w)
+        both = torch.cat([swapped[0].clamp(0, 1) * 255, mask[0].clamp(0, 1)]).cpu()  # [4, mh, mw]
+        result = np.array(target, dtype=np.uint8)
+        full_alpha = np.zeros(result.shape[:2], dtype=np.float32)
+        for rows, band in upsample_bands(both, (h, w), antialias=True):
+            alpha = band[3].numpy() * _border_taper(rows, h, w, 2 * sigma)
+            alpha[alpha < 1 / 512] = 0.0  # below half a grey level: keep the target exactly
+            out_rows = slice(top + rows.start, top + rows.stop)
+            region = result[out_rows, left : left + w]
+            a = alpha[..., None]
+            mixed = region * (1 - a) + band[:3].permute(1, 2, 0).numpy() * a
+            region[...] = np.where(a > 0, np.clip(np.rint(mixed), 0, 255), region)
+            full_alpha[out_rows, left : left + w] = alpha
+        return result, full_alpha
 
     # -- public API --------------------------------------------------------------------------
 

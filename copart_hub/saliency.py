@@ -16,6 +16,9 @@ Kolmogorov, Blake, SIGGRAPH 2004; OpenCV's implementation) with colour models pe
 by the prior and with a thin image border as certain background (the same boundary prior).
 On the Weizmann horses (held-out 48) it raises foreground IoU from 0.558 (saliency > 0.5) to
 0.752; on Tai-Chi frames from 0.576 to 0.640. :func:`unsupervised_foreground` picks a method.
+
+Large images run at their working size (at most ``max_pixels``, about 1 MP by default; see
+:func:`copart_hub.processing.working_size`) and only the returned map is upsampled.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from skimage.color import rgb2lab
 
 from .ops.connectivity import enforce_connectivity
 from .ops.slic import differentiable_slic, position_scale, xylab_features
+from .processing import WORKING_PIXELS, working_size
 
 SIGMA_CLR = 10.0  # Lab distance scale of area / boundary length / smoothness
 SIGMA_BNDCON = 1.0
@@ -101,18 +105,42 @@ def saliency_from_superpixels(image: np.ndarray, labels: np.ndarray) -> np.ndarr
     return s[labels].astype(np.float32)
 
 
-def boundary_connectivity_saliency(image: np.ndarray, n_superpixels: int = 200) -> np.ndarray:
-    """Foreground saliency ``[H, W]`` in [0, 1] of an RGB uint8 image ``[H, W, 3]``."""
+def _check_rgb(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-    h, w = image.shape[:2]
+
+
+def _to_working_size(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` -> ``[h, w, 3]`` at its working size (area-averaged)."""
+    h, w = working_size(image.shape[0], image.shape[1], max_pixels)
+    if (h, w) == image.shape[:2]:
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _resize_map(values: np.ndarray, size: tuple[int, int], binary: bool = False) -> np.ndarray:
+    """``float32 [h, w]`` -> ``[*size]`` (bilinear; ``binary``: thresholded at 0.5 to {0, 1})."""
+    if values.shape == tuple(size):
+        return values
+    out = cv2.resize(values.astype(np.float32), size[::-1], interpolation=cv2.INTER_LINEAR)
+    return (out > 0.5).astype(np.float32) if binary else out
+
+
+def boundary_connectivity_saliency(
+    image: np.ndarray, n_superpixels: int = 200, max_pixels: int = WORKING_PIXELS
+) -> np.ndarray:
+    """Foreground saliency ``float32 [H, W]`` in [0, 1] of an RGB uint8 image ``[H, W, 3]``,
+    computed at its working size (at most ``max_pixels``) and upsampled (bilinear)."""
+    _check_rgb(image)
+    small = _to_working_size(image, max_pixels)
+    h, w = small.shape[:2]
     n = min(n_superpixels, h * w)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         feats = xylab_features(x, position_scale(h, w, n))
         assoc, _ = differentiable_slic(feats, n, n_iter=10)
     labels = enforce_connectivity(assoc.hard_labels()[0].numpy(), assoc.num_spixels)
-    return saliency_from_superpixels(image, labels)
+    return _resize_map(saliency_from_superpixels(small, labels), image.shape[:2])
 
 
 FOREGROUND_METHODS = ("grabcut", "boundary")
@@ -137,8 +165,7 @@ def grabcut_foreground(
     Images larger than ``max_side`` run at that size (GrabCut costs about 2 s per megapixel) and
     the mask is resized back.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    _check_rgb(image)
     if prior.shape != image.shape[:2]:
         raise ValueError(f"prior must be [H, W] = {image.shape[:2]}, got {prior.shape}")
     if not 0 <= border < 0.5 or iterations < 1 or max_side < 3:
@@ -158,7 +185,7 @@ def grabcut_foreground(
             iterations,
             max_side,
         )
-        return (cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
+        return _resize_map(small, (h, w), binary=True)
     seeds = np.where(prior > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     bh, bw = max(1, round(h * border)), max(1, round(w * border))
     for edge in (np.s_[:bh], np.s_[-bh:], np.s_[:, :bw], np.s_[:, -bw:]):
@@ -176,14 +203,22 @@ def grabcut_foreground(
 
 
 def unsupervised_foreground(
-    image: np.ndarray, method: ForegroundMethod = "grabcut", n_superpixels: int = 200
+    image: np.ndarray,
+    method: ForegroundMethod = "grabcut",
+    n_superpixels: int = 200,
+    max_pixels: int = WORKING_PIXELS,
 ) -> np.ndarray:
     """Foreground map ``float32 [H, W]`` in [0, 1] of an RGB uint8 image, no training needed.
 
     ``"boundary"``: boundary-connectivity saliency (soft); ``"grabcut"``: that saliency refined
-    by :func:`grabcut_foreground` (binary; better IoU, see the module docstring).
+    by :func:`grabcut_foreground` (binary; better IoU, see the module docstring). Both run at
+    the image's working size (at most ``max_pixels``); the map is upsampled at the end.
     """
     if method not in FOREGROUND_METHODS:
         raise ValueError(f"unknown foreground method {method!r}; choose from {FOREGROUND_METHODS}")
-    saliency = boundary_connectivity_saliency(image, n_superpixels)
-    return saliency if method == "boundary" else grabcut_foreground(image, saliency)
+    _check_rgb(image)
+    small = _to_working_size(image, max_pixels)
+    saliency = boundary_connectivity_saliency(small, n_superpixels, max_pixels)
+    if method == "boundary":
+        return _resize_map(saliency, image.shape[:2])
+    return _resize_map(grabcut_foreground(small, saliency), image.shape[:2], binary=True)

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 BACKGROUND_COLOR = (0, 0, 0)
 BOUNDARY_COLOR = (255, 255, 0)
 _MAX_HUE = 0.83  # red -> magenta, like matplotlib's gist_rainbow
+_BAND_PIXELS = 1 << 20  # overlay_parts works on bands of about this many pixels
 
 
 def part_colors(n: int) -> np.ndarray:
@@ -22,6 +23,20 @@ def part_colors(n: int) -> np.ndarray:
         hue = _MAX_HUE * (i - 1) / max(n - 2, 1)
         colors[i] = np.rint(np.array(colorsys.hsv_to_rgb(hue, 1.0, 1.0)) * 255)
     return colors
+
+
+def part_names(num_parts: int, names: Sequence[str] | None = None) -> list[str]:
+    """``["background", *names]``; by default the K names are ``part 1`` ... ``part K``."""
+    if num_parts < 0:
+        raise ValueError(f"num_parts must be >= 0, got {num_parts}")
+    if names is not None and len(names) != num_parts:
+        raise ValueError(f"got {len(names)} names for {num_parts} parts")
+    return ["background", *(names or [f"part {k}" for k in range(1, num_parts + 1)])]
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """A writable ``uint8 [H, W, 3]`` copy of ``image`` (one copy, whatever its mode)."""
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _check_labels(image: Image.Image, labels: np.ndarray) -> None:
@@ -38,17 +53,21 @@ def overlay_parts(
     """Blend part colours over ``image`` where ``labels [H, W]`` > 0; background is unchanged.
 
     ``num_parts`` (K) fixes the palette so that colours agree across images of one model;
-    by default it is ``labels.max()``.
+    by default it is ``labels.max()``. Works a band of rows at a time (no float copy of the image).
     """
     _check_labels(image, labels)
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     top = int(labels.max(initial=0))
     palette = part_colors(max(num_parts or 0, top) + 1).astype(np.float32)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    parts = labels > 0
-    rgb[parts] = (1 - alpha) * rgb[parts] + alpha * palette[labels[parts]]
-    return Image.fromarray(np.rint(rgb).astype(np.uint8))
+    rgb = _rgb_array(image)
+    step = max(1, _BAND_PIXELS // max(image.width, 1))
+    for start in range(0, image.height, step):
+        band, lab = rgb[start : start + step], labels[start : start + step]
+        parts = lab > 0
+        mixed = (1 - alpha) * band[parts].astype(np.float32) + alpha * palette[lab[parts]]
+        band[parts] = np.rint(mixed).astype(np.uint8)
+    return Image.fromarray(rgb)
 
 
 def overlay_superpixels(
@@ -59,7 +78,7 @@ def overlay_superpixels(
     from .metrics.superpixels import boundary_map
 
     _check_labels(image, labels)
-    rgb = np.array(image.convert("RGB"))
+    rgb = _rgb_array(image)
     rgb[boundary_map(labels)] = color
     return Image.fromarray(rgb)
 
@@ -71,11 +90,7 @@ def render_legend(
 
     ``names`` gives the K part names (default ``part 1`` ... ``part K``).
     """
-    if num_parts < 0:
-        raise ValueError(f"num_parts must be >= 0, got {num_parts}")
-    if names is not None and len(names) != num_parts:
-        raise ValueError(f"got {len(names)} names for {num_parts} parts")
-    labels = ["background", *(names or [f"part {k}" for k in range(1, num_parts + 1)])]
+    labels = part_names(num_parts, names)
     texts = [f"{k}  {name}" for k, name in enumerate(labels)]
     font = ImageFont.load_default()
     pad = swatch // 2

@@ -157,3 +157,74 @@ def test_invalid_inputs_raise_one_line_errors(make, match, tmp_path, rgb_array) 
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A 1-bit PNG that declares ``width x height`` pixels but holds no pixel data (tens of
+    bytes): only a reader that decodes would notice."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def test_pixel_cap_refuses_large_images_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    from PIL import ImageFile
+
+    from copart_hub.processing import MAX_PIXELS_ENV, ImageTooLargeError
+
+    big = _png_header(tmp_path / "big.png", 20_000, 10_000)  # 200 MP
+
+    def load(self: ImageFile.ImageFile) -> None:
+        raise OSError("decoding started")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
+    with pytest.raises(
+        ImageTooLargeError, match=r"20000x10000 \(200 MP\) is over the limit of 100 MP"
+    ):
+        load_image(big)
+    assert Image.MAX_IMAGE_PIXELS == 100_000_000  # PIL's check agrees
+    monkeypatch.setenv(MAX_PIXELS_ENV, "5e7")  # past twice the limit PIL refuses it first
+    with pytest.raises(ImageTooLargeError, match=r"200 MP is over the limit of 50 MP"):
+        load_image(big)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "300_000_000")  # raised: the header passes, decoding runs
+    with pytest.raises(InvalidImageError, match="decoding started"):
+        load_image(big)
+
+
+def test_pixel_cap_applies_to_every_input_kind(monkeypatch, rgb_array) -> None:
+    from copart_hub.processing import MAX_PIXELS_ENV, ImageTooLargeError
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(24 * 32 - 1))
+    for image in (rgb_array, Image.fromarray(rgb_array), torch.zeros(3, 24, 32)):
+        with pytest.raises(
+            ImageTooLargeError, match=r"32x24 \(768 pixels\) is over the limit of 767 pixels"
+        ):
+            load_image(image)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(24 * 32))
+    assert load_image(rgb_array).size == (32, 24)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(InvalidImageError, match=MAX_PIXELS_ENV):
+        load_image(rgb_array)
+
+
+def test_cli_refuses_a_large_image_in_one_line(tmp_path: Path, capsys) -> None:
+    from copart_hub.cli import main
+
+    big = _png_header(tmp_path / "big.png", 20_000, 10_000)
+    for argv in (
+        ["superpixels", str(big), "--model", "ssn_pix", "--out", str(tmp_path / "o")],
+        ["saliency", str(big), "--out", str(tmp_path / "o")],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "image too large: 20000x10000" in err
+    assert not (tmp_path / "o").exists()

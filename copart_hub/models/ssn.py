@@ -24,9 +24,14 @@ from ..ops.slic import (
     position_scale,
     xylab_features,
 )
+from ..processing import bilinear_taps, bilinear_window
 from .part_base import MAX_WIDTH, check_int
 
 PAPER_URL = "https://arxiv.org/abs/1807.10174"
+#: inference on more pixels than this runs the feature CNN in tiles (same result, less memory)
+TILE_PIXELS = 512 * 512
+TILE = 256  # tile side; a multiple of 4, so that the tiles' pooling grids are the image's
+HALO = 48  # context added around a tile (> the CNN's receptive-field radius, ~22 px)
 
 
 def _conv_norm_relu(cin: int, cout: int, norm: str) -> nn.Sequential:
@@ -68,13 +73,57 @@ class SSNFeatureNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, in_dim, H, W]`` -> ``[B, out_dim, H, W]`` (ReLU features)."""
+        """``[B, in_dim, H, W]`` -> ``[B, out_dim, H, W]`` (ReLU features).
+
+        Without autograd, inputs over ``TILE_PIXELS`` run in tiles (:meth:`forward_tiled`).
+        """
+        if not torch.is_grad_enabled() and x.shape[-2] * x.shape[-1] > TILE_PIXELS:
+            return self.forward_tiled(x)
         size = x.shape[-2:]
         c2 = self.stage1(x)
         c4 = self.stage2(c2)
         c6 = self.stage3(c4)
         up = [F.interpolate(c, size=size, mode="bilinear", align_corners=False) for c in (c4, c6)]
         return F.relu(self.head(torch.cat([x, c2, *up], dim=1)))
+
+    def forward_tiled(self, x: Tensor, tile: int = TILE, halo: int = HALO) -> Tensor:
+        """:meth:`forward` computed ``tile x tile`` pixels at a time, each with ``halo`` pixels
+        of context: memory of the 197-channel intermediates is that of one tile. The pooled maps
+        are upsampled with the whole image's bilinear taps, so the result equals the untiled
+        one (to float rounding); ``tile`` and ``halo`` must be multiples of 4."""
+        if tile % 4 or halo % 4 or tile < 4:
+            raise ValueError(f"tile and halo must be positive multiples of 4, got {tile}, {halo}")
+        height, width = x.shape[-2:]
+        h4, w4 = (height + 1) // 2, (width + 1) // 2  # sizes after the first / second pooling
+        h6, w6 = (h4 + 1) // 2, (w4 + 1) // 2
+        taps4 = bilinear_taps(h4, height, x), bilinear_taps(w4, width, x)
+        taps6 = bilinear_taps(h6, height, x), bilinear_taps(w6, width, x)
+        out = x.new_empty(x.shape[0], self.head.out_channels, height, width)
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                y0, x0 = max(0, top - halo), max(0, left - halo)
+                crop = x[..., y0 : top + tile + halo, x0 : left + tile + halo]
+                c2 = self.stage1(crop)
+                c4 = self.stage2(c2)
+                c6 = self.stage3(c4)
+                # the tile and a 1-pixel ring (inside the image) for the head's 3x3 conv
+                rows = slice(max(0, top - 1), min(height, top + tile + 1))
+                cols = slice(max(0, left - 1), min(width, left + tile + 1))
+                local = (
+                    slice(rows.start - y0, rows.stop - y0),
+                    slice(cols.start - x0, cols.stop - x0),
+                )
+                ups = [  # the crops of the pooled maps start at (y0, x0) / 2 and / 4
+                    bilinear_window(c, taps, rows, cols, (y0 // f, x0 // f))
+                    for c, taps, f in ((c4, taps4, 2), (c6, taps6, 4))
+                ]
+                parts = [crop[..., local[0], local[1]], c2[..., local[0], local[1]], *ups]
+                head = F.relu(self.head(torch.cat(parts, dim=1)))
+                dy, dx = top - rows.start, left - cols.start
+                out[..., top : top + tile, left : left + tile] = head[
+                    ..., dy : dy + min(tile, height - top), dx : dx + min(tile, width - left)
+                ]
+        return out
 
 
 @dataclass
