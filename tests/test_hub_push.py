@@ -149,3 +149,16 @@ def test_the_wheel_ships_no_zoo_weights_but_the_default_ssn(tmp_path: Path):
     weights = [n for n in names if n.endswith(".safetensors")]
     assert weights == ["copart_hub/zoo/ssn_bsds500/model.safetensors"]
     assert "copart_hub/py.typed" in names and wheel.stat().st_size < 5 * 2**20
+
+
+def test_the_repository_zoo_is_a_mirror(monkeypatch, tmp_path: Path):
+    from copart_hub.hub import resolve
+
+    repo_zoo = tmp_path / "zoo"
+    shutil.copytree(resolve.ZOO_DIR / "ssn_bsds500", repo_zoo / "my_release")
+    monkeypatch.setattr(resolve, "REPO_ZOO_DIR", repo_zoo)
+    (tmp_path / "pyproject.toml").write_text("")  # a source checkout
+    assert "my_release" in resolve.zoo_names()
+    assert resolve.resolve_checkpoint("copart-hub/my_release")[1].parent == repo_zoo / "my_release"
+    (tmp_path / "pyproject.toml").unlink()  # an installed package: no repository zoo
+    assert "my_release" not in resolve.zoo_names()

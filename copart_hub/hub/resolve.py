@@ -16,7 +16,10 @@ from huggingface_hub.errors import (
 
 from .errors import ModelNotFoundError
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"  # bundled (ssn_bsds500 in the wheel)
+#: the repository's top-level zoo/ (a source checkout's mirror of the Hub repos): new releases
+#: are written there; the older ones still sit in ZOO_DIR until they are re-released
+REPO_ZOO_DIR = Path(__file__).resolve().parents[2] / "zoo"
 CONFIG_NAME = constants.CONFIG_NAME  # config.json
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # model.safetensors
 CARD_FILES = ("README.md", "LICENSE.md")  # kept with the weights by save_pretrained / push
@@ -24,8 +27,7 @@ MIRROR_ENV = "COPART_HUB_MIRROR"  # a folder of <name>/ Hub repo folders (a loca
 HUB_ORG = "copart-hub"
 
 #: released checkpoints, as timm's pretrained configs: name -> (Hub repo id, pinned revision).
-#: A local mirror (``$COPART_HUB_MIRROR/<name>``, or the zoo of a source checkout / the wheel,
-#: which bundles only ``ssn_bsds500``) is used first, without any download.
+#: A local mirror (:func:`_mirrors`) is used first, without any download.
 RELEASED: dict[str, tuple[str, str]] = {
     name: (f"{HUB_ORG}/{name}", "main")
     for name in ("ssn_bsds500", "scops_faces300w", "scops_horses", "mcs_taichi")
@@ -40,8 +42,15 @@ PRETRAINED_TAGS = {
 
 
 def _mirrors() -> list[Path]:
+    """Local folders of Hub repo folders, searched in order: ``$COPART_HUB_MIRROR``, the
+    repository's ``zoo/``, the package's bundled zoo."""
     extra = os.environ.get(MIRROR_ENV)
-    return [Path(extra).expanduser(), ZOO_DIR] if extra else [ZOO_DIR]
+    checkout = (REPO_ZOO_DIR.parent / "pyproject.toml").is_file()  # not site-packages/zoo
+    return [
+        *([Path(extra).expanduser()] if extra else []),
+        *([REPO_ZOO_DIR] if checkout else []),
+        ZOO_DIR,
+    ]
 
 
 def local_zoo_folder(name: str) -> Path | None:
