@@ -116,6 +116,29 @@ def test_superpixels_side_by_side(models: app.DemoModels, tmp_path: Path) -> Non
     assert "SSN" in text and "SLIC" in text and "requested 50" in text
 
 
+def test_slic_runs_at_the_working_size(
+    models: app.DemoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At full size SLIC took 3.4 GB and 40 s per 25 MP request; it now runs where SSN does."""
+    monkeypatch.setattr(app, "WORKING_PIXELS", 1200)
+    shapes = []
+    slic = app.slic
+
+    def recording(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+        shapes.append(image.shape[:2])
+        return slic(image, **kwargs)
+
+    monkeypatch.setattr(app, "slic", recording)
+    image = _png(tmp_path / "a.png", 60, 80)
+    _, slic_overlay, text = app.superpixels(models, image, 50)
+    (shape,) = shapes
+    assert shape[0] * shape[1] <= 1200 and shape[1] / shape[0] == pytest.approx(80 / 60, rel=0.1)
+    assert Image.open(slic_overlay).size == (80, 60)
+    count, labels = app.slic_labels(Image.open(image).convert("RGB"), 50)
+    assert labels.shape == (60, 80) and len(np.unique(labels)) == count
+    assert f"SLIC (scikit-image): {count} superpixels" in text
+
+
 def test_click_toggles_the_part_under_the_pointer() -> None:
     labels = np.zeros((10, 20), dtype=np.int64)
     labels[:, 10:] = 2
@@ -402,3 +425,42 @@ def test_browser_click_a_part_and_swap(server: str, tmp_path: Path) -> None:
         assert chosen == 1
         assert result.evaluate("img => img.naturalWidth") == 96
     assert (tmp_path / "swap.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # an image's name, text inside: gradio's page sends it on, and our check answers
+        ("notes.png", "notes.png is not an image this demo can read (try PNG or JPEG)."),
+        # not an image's name: the page refuses it itself (accept="image/*"), the box stays empty
+        ("notes.txt", "Please upload an image first."),
+    ],
+)
+def test_browser_non_image_after_an_example_shows_the_message(
+    server: str, tmp_path: Path, name: str, message: str
+) -> None:
+    """Click an example, replace it by a file that is not an image and press Segment: the page
+    shows our message (gradio's toast), not only the red "Error" badges on the outputs."""
+    pytest.importorskip("playwright", reason="the browser test needs playwright (dev extra)")
+    if find_chromium() is None:
+        pytest.skip("no Chromium: install Debian's chromium package or set COPART_CHROMIUM")
+    upload = tmp_path / name
+    upload.write_text("hello, not pixels")
+    with browser_page(server) as page:
+        page.get_by_role("tab", name="Part segmentation").click()
+        box = page.locator("#seg-image")
+        page.locator(".gallery-item:visible").first.click()  # this tab's first example
+        box.locator("img").wait_for()
+        box.get_by_role("button", name="Remove Image").click()  # as a user replaces it
+        box.locator("input[type=file]").set_input_files(str(upload))
+        if name.endswith(".txt"):
+            page.get_by_text("Invalid file type: notes.txt").first.wait_for()  # gradio's own
+        page.get_by_role("button", name="Segment").click()
+        shown = page.locator(".toast-body").get_by_text(message)
+        shown.first.wait_for()  # toasts stay 10 s
+        page.screenshot(path=str(tmp_path / "message.png"), full_page=True)
+        text = page.locator("body").inner_text()
+        assert "Traceback" not in text and str(tmp_path) not in text
+        assert tempfile.gettempdir() + "/" not in text  # no server path in the page
+        assert page.locator("#seg-overlay img").count() == 0  # no result was shown
