@@ -62,6 +62,9 @@ MAX_IMAGE_PIXELS = 25_000_000  # larger uploads are refused with a message
 MAX_VIDEO_FRAMES = 300  # 10 s at 30 fps
 MAX_VIDEO_PIXELS = 1_500_000  # per frame (1280x1080 fits)
 CONCURRENCY_LIMIT = 2  # model calls running at once; the rest wait in the queue
+#: the one concurrency group of every model call: gradio applies a limit per event listener
+#: (each has its own group by default), so without it each tab's button ran 2 calls at once
+MODEL_CALLS = dict(concurrency_id="model", concurrency_limit=CONCURRENCY_LIMIT)
 QUEUE_SIZE = 64
 OUTPUT_MAX_AGE_S = 3600  # outputs older than this are deleted (a user has an hour to download)
 DELETE_CACHE = (600, OUTPUT_MAX_AGE_S)  # gr.Blocks(delete_cache=(every, older than)) in seconds
@@ -480,6 +483,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 [seg_image, seg_model, seg_refine, seg_grabcut],
                 [seg_overlay, seg_legend, seg_masks, seg_files],
                 api_name="segment",
+                **MODEL_CALLS,
             )
         with gr.Tab("Superpixels"):
             with gr.Row():
@@ -499,6 +503,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 [sp_image, sp_count],
                 [sp_ssn, sp_slic, sp_text],
                 api_name="superpixels",
+                **MODEL_CALLS,
             )
         with gr.Tab("Part swap"):
             if not swap_labels:
@@ -551,8 +556,8 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 outputs=[sw_parts_view, sw_legend, labels_state, sw_parts],
             )
             for trigger in (sw_target.change, sw_video.change, sw_model.change):
-                trigger(preview, **preview_io, api_name=False)
-            sw_show.click(preview, **preview_io, api_name="target_parts")
+                trigger(preview, **preview_io, api_name=False, **MODEL_CALLS)
+            sw_show.click(preview, **preview_io, api_name="target_parts", **MODEL_CALLS)
 
             def on_select(labels: Any, selected: list[int], evt: gr.SelectData) -> list[int]:
                 return toggle_part(labels, selected, evt.index)
@@ -576,6 +581,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 [sw_source, sw_target, sw_video, sw_model, sw_parts, sw_mode, sw_from],
                 [sw_result, sw_result_video, sw_file],
                 api_name="swap",
+                **MODEL_CALLS,
             )
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo

@@ -294,6 +294,17 @@ def test_blocks_clean_their_cache_and_send_no_analytics(models: app.DemoModels) 
     assert demo.get_config_file()["analytics_enabled"] is False
 
 
+def test_model_calls_share_one_concurrency_limit(models: app.DemoModels) -> None:
+    """Gradio limits each event listener on its own unless they share a ``concurrency_id``."""
+    demo = app.build_demo(models)
+    queued = {fn.api_name: fn for fn in demo.fns.values() if fn.queue}
+    cheap = {fn.api_name for fn in queued.values() if fn.name == "on_select"}  # a click, no model
+    assert {"segment", "superpixels", "swap", "target_parts"} <= set(queued)
+    for name, fn in queued.items():
+        if name not in cheap:
+            assert (fn.concurrency_id, fn.concurrency_limit) == ("model", app.CONCURRENCY_LIMIT)
+
+
 # -- the launched app ------------------------------------------------------------------------
 
 
@@ -410,6 +421,40 @@ def test_twenty_concurrent_requests(server: str, tmp_path: Path) -> None:
     for i, job in enumerate(jobs):
         overlay = job.result(timeout=300)[0]
         assert Image.open(overlay).size == (40, 30 + i)  # each answer belongs to its request
+
+
+@pytest.mark.slow
+def test_at_most_two_model_calls_run_at_once(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segment and superpixels requests together: never more than ``CONCURRENCY_LIMIT`` inside
+    the tab functions (it was 2 per button: 4 with these two, 8 with every tab)."""
+    import threading
+
+    from gradio_client import Client, handle_file
+
+    lock, running, peak = threading.Lock(), [0], [0]
+    read_image = app.read_image
+
+    def counting(*args: Any) -> Image.Image:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.5)  # long enough for the queue to start every call it would allow
+            return read_image(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(app, "read_image", counting)
+    client = Client(server, verbose=False)
+    image = handle_file(_png(tmp_path / "a.png", 30, 40))
+    jobs = [client.submit(image, "tiny parts", False, False, api_name="/segment") for _ in range(3)]
+    jobs += [client.submit(image, 50, api_name="/superpixels") for _ in range(3)]
+    for job in jobs:
+        job.result(timeout=300)
+    assert peak[0] == app.CONCURRENCY_LIMIT
 
 
 @pytest.mark.slow
