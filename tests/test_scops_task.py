@@ -43,6 +43,23 @@ def test_unit_energy_normalises_each_channel():
     assert torch.isfinite(unit_energy(torch.zeros(1, 2, 3, 3))).all()
 
 
+def test_ema_reference_comes_straight_at_the_loss_size():
+    """Teacher features are upsampled once to the loss size (not to the image size and back)."""
+    from copart_hub import create_model
+    from copart_hub.training.tasks.scops import ScopsModule
+
+    torch.manual_seed(0)
+    model = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(64, 64)).eval()
+    module = ScopsModule(model, "ema", ema_decay=0.99)
+    x = torch.randn(2, 3, 64, 64)
+    ref = module.reference_features(x.sigmoid(), x, (24, 24))
+    feats = torch.relu(module.teacher.forward_features(x))
+    assert ref.shape == (2, feats.shape[1], 24, 24)
+    expected = torch.nn.functional.interpolate(feats, (24, 24), mode="bilinear")
+    torch.testing.assert_close(ref, expected)
+    assert module.reference_features(x.sigmoid(), x).shape[-2:] == (64, 64)
+
+
 @pytest.fixture(scope="module")
 def faces_task():
     if not HAS_FACES:

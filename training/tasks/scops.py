@@ -228,8 +228,12 @@ class ScopsModule(nn.Module):
         return self.model(x), self.basis.w
 
     @torch.no_grad()
-    def reference_features(self, image01: Tensor, normalised: Tensor) -> Tensor:
-        size = image01.shape[-2:]
+    def reference_features(
+        self, image01: Tensor, normalised: Tensor, size: tuple[int, int] | None = None
+    ) -> Tensor:
+        """``[B, C, h, w]`` reference features; a teacher's are upsampled straight to ``size``
+        (default: the image size), fixed descriptors come at the image size."""
+        size = size or tuple(image01.shape[-2:])
         if self.reference == "histogram":
             return histogram_features(image01)
         if self.teacher is None:
@@ -360,7 +364,7 @@ class ScopsTask(Task):
         logits, logits_t = both.chunk(2)
         probs = logits.softmax(1)
         kl, centre_mse = equivariance_loss(logits, logits_t, warp)
-        ref = inner.reference_features(image, x)
+        ref = inner.reference_features(image, x, size)
         if ref.shape[-2:] != size:
             ref = F.interpolate(ref, size=size, mode="area")
         if self.args["reference_norm"] == "unit_energy":
