@@ -144,3 +144,15 @@ def test_validate_and_samples(task: McsTask, tmp_path: Path):
     assert np.isfinite(scores["mae_sum"]) and 0 < scores["mae_coords"] <= 66
     task.write_samples(model, tmp_path / "samples.png")
     assert Image.open(tmp_path / "samples.png").size[0] > 4 * 32
+
+
+def test_random_perceptual_net_widths_come_from_task_args():
+    """``random_channels`` sets the random net's stage widths (a cheaper perceptual loss)."""
+    module = McsTask({**TINY, "random_channels": [4, 4, 8, 8, 16]}, seed=0).build_model()
+    convs = [s[-2] for s in module.perceptual.features.stages]
+    assert [c.out_channels for c in convs] == [4, 4, 8, 8, 16]
+    for bad in ([4, 0, 8, 8, 8], [4.5, 4, 8, 8, 8], "wide"):
+        with pytest.raises(ValueError, match="random_channels"):
+            McsTask({**TINY, "random_channels": bad}, seed=0)
+    with pytest.raises(ValueError, match="3 random stages but 5 layer weights"):
+        McsTask({**TINY, "random_channels": [4, 4, 8]}, seed=0).build_model()

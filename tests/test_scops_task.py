@@ -45,8 +45,9 @@ def test_unit_energy_normalises_each_channel():
 
 def test_ema_reference_comes_straight_at_the_loss_size():
     """Teacher features are upsampled once to the loss size (not to the image size and back)."""
-    from copart_hub import create_model
     from copart_hub.training.tasks.scops import ScopsModule
+
+    from copart_hub import create_model
 
     torch.manual_seed(0)
     model = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(64, 64)).eval()

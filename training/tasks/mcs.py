@@ -37,7 +37,12 @@ from copart_hub.data.videos import (
     taichi_frames,
 )
 from copart_hub.evaluation.parts import evaluate
-from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
+from copart_hub.losses.mcs import (
+    RANDOM_CHANNELS,
+    McsLossWeights,
+    PerceptualPyramid,
+    equivariance_losses,
+)
 from copart_hub.models.mcs import MCSModel, MCSSegmentation
 from copart_hub.ops.warps import random_mcs_tps
 
@@ -153,6 +158,7 @@ class McsTask(Task):
         "jitter": 0.1,
         "feature_net": "random",  # or "vgg19" with vgg_weights (a local file), or "none"
         "vgg_weights": None,
+        "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
         "weights": {},
         "lr": 2e-4,
         "betas": [0.5, 0.999],
@@ -168,7 +174,11 @@ class McsTask(Task):
         self.check_args("positive", "lr")
         self.check_args("non_negative", "jitter")
         self.check_args("fractions", "betas")
-        self.check_args("ints", "train_clips")
+        self.check_args("ints", "train_clips", "random_channels")
+        if any(c < 1 for c in self.args["random_channels"]):
+            raise ValueError(
+                f"task_args.random_channels must be positive, got {self.args['random_channels']}"
+            )
         self.check_args("file", "vgg_weights")
         self.check_args("folder", "video_dir")
         self.videos: list[Path] | None = None  # the user's videos, found once
@@ -218,6 +228,7 @@ class McsTask(Task):
             vgg_weights=a["vgg_weights"],
             layer_weights=self.weights.perceptual,
             pixel_weight=self.weights.pixel,
+            random_channels=tuple(a["random_channels"]),
         )
         return McsModule(model, perceptual)
 
