@@ -173,6 +173,44 @@ def test_histogram_features_are_local_histograms():
     assert f[0, 18:26, 20, 19:21].sum() > 0.1  # orientation energy at the edge
 
 
+def test_position_features_follow_the_object_not_the_frame():
+    """The object-frame bumps move and scale with the foreground: the same object zoomed and
+    shifted gives the same descriptor at corresponding points, and the centre bump peaks at
+    the centroid."""
+    from copart_hub.training.tasks.scops import object_frame_position_features
+
+    small = torch.zeros(1, 1, 64, 64)
+    small[..., 10:26, 20:36] = 1.0  # 16 px square
+    big = torch.zeros(1, 1, 64, 64)
+    big[..., 24:56, 8:40] = 1.0  # the same square, twice as large, elsewhere
+    fs, fb = object_frame_position_features(small), object_frame_position_features(big)
+    assert fs.shape == (1, 25, 64, 64) and fs.min() >= 0 and fs.max() <= 1
+    # corresponding points: top-left corner, centre, a point right of the centre
+    for (ys, xs), (yb, xb) in [((10, 20), (24, 8)), ((18, 28), (40, 24)), ((18, 34), (40, 36))]:
+        torch.testing.assert_close(fs[0, :, ys, xs], fb[0, :, yb, xb], atol=0.1, rtol=0)
+    assert fs[0, 12].flatten().argmax() // 64 in (17, 18)  # bump (2, 2) sits on the centre
+    assert (fs[0, :, 18, 28] - fs[0, :, 18, 34]).abs().max() > 0.5  # positions differ
+    assert torch.isfinite(object_frame_position_features(torch.zeros(2, 1, 8, 8))).all()
+
+
+def test_fixed_references_join_with_plus():
+    from copart_hub.training.tasks.scops import ScopsModule, colour_texture_features
+
+    from copart_hub import create_model
+
+    model = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(32, 32))
+    module = ScopsModule(model, "histogram+position", ema_decay=0.99)
+    assert module.basis.w.shape[1] == 52 + 25
+    img = torch.rand(2, 3, 32, 32)
+    fg = torch.zeros(2, 1, 32, 32)
+    fg[..., 8:24, 8:24] = 1
+    assert module.reference_features(img, img, None, fg).shape == (2, 77, 32, 32)
+    colour = ScopsModule(model, "colour", ema_decay=0.99).reference_features(img, img)
+    torch.testing.assert_close(colour, colour_texture_features(img))
+    with pytest.raises(ValueError, match="joined by"):
+        ScopsModule(model, "histogram+hue", ema_decay=0.99)
+
+
 def test_unknown_task_args_and_saliency_are_rejected():
     with pytest.raises(ValueError, match="unknown scops task_args"):
         ScopsTask({"salency": "grabcut"}, seed=0)
@@ -184,7 +222,8 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     """``grabcut`` gives a binary map on the object, ``boundary`` a soft one, ``masks`` reads
     the user's file; each source is computed once and then read from the ``datasets`` cache."""
     import numpy as np
-    from copart_hub.training.tasks.scops import add_foreground, image_rows
+    from copart_hub.training.data import image_rows
+    from copart_hub.training.tasks.scops import add_foreground
     from PIL import Image
 
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
@@ -215,7 +254,8 @@ def test_user_folder_is_read_recursively_with_masks_from_metadata(tmp_path, monk
     import json
 
     import numpy as np
-    from copart_hub.training.tasks.scops import add_foreground, image_rows
+    from copart_hub.training.data import image_rows
+    from copart_hub.training.tasks.scops import add_foreground
     from PIL import Image
 
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))

@@ -17,6 +17,19 @@ from copart_hub.data.videos import read_video
 VIDEO_CACHE_VERSION = 1
 
 
+def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> datasets.Dataset:
+    """A ``datasets`` image table: every image under ``data_dir`` (recursive, the
+    ``imagefolder`` builder; a ``metadata.jsonl`` with ``file_name`` and ``mask_file_name``
+    adds user masks as a ``mask`` column) or the given ``paths``. Arrow-backed and cached, so
+    what is computed from it is cached by ``datasets`` fingerprints."""
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"data_dir {data_dir} is not a folder")
+        return datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
+    files = {"train": [str(p) for p in paths or []]}
+    return datasets.load_dataset("imagefolder", data_files=files, split="train")
+
+
 def bsds500_dataset(
     split: str, root: str | Path | None = None, cache_dir: str | None = None
 ) -> datasets.Dataset:

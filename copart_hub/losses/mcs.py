@@ -1,4 +1,5 @@
-"""MCS losses (SPEC A2.5): multi-scale perceptual reconstruction and shift/affine equivariance.
+"""MCS losses (SPEC A2.5): multi-scale perceptual reconstruction and shift/affine equivariance,
+plus our flow supervision (:func:`flow_loss`: the part-motion flow against a dense target flow).
 
 The official reconstruction loss is an ImageNet VGG-19 pyramid, which is not available here
 (SPEC 0). :class:`PerceptualPyramid` therefore takes one of three feature nets:
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.mcs import MCSSegmentation
 from ..ops.antialias import PYRAMID_SCALES, Border, image_pyramid
+from ..ops.coordinates import coordinate_grid
 from ..ops.warps import TPSTransform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,17 +43,21 @@ class McsLossWeights:
 
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
-    random-feature default.
+    random-feature default, as is ``flow`` (:func:`flow_loss`; 0 = off, the official setting).
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
     pixel: float = 10.0
     equivariance_shift: float = 10.0
     equivariance_affine: float = 10.0
+    flow: float = 0.0
 
-    def total(self, reconstruction: Tensor, shift: Tensor, affine: Tensor) -> Tensor:
-        """``reconstruction + w_shift shift + w_affine affine``."""
-        return reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
+    def total(
+        self, reconstruction: Tensor, shift: Tensor, affine: Tensor, flow: Tensor | None = None
+    ) -> Tensor:
+        """``reconstruction + w_shift shift + w_affine affine (+ w_flow flow)``."""
+        total = reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
+        return total if flow is None else total + self.flow * flow
 
 
 class _FrozenFeatures(nn.Module):
@@ -244,3 +251,33 @@ def equivariance_losses(
     relative = torch.linalg.solve(seg_target.affine, moved)
     eye = torch.eye(2, device=relative.device, dtype=relative.dtype)
     return shift, (eye - relative).abs().mean()
+
+
+def flow_loss(
+    grid: Tensor, flow: Tensor, weight: Tensor | None = None, eps: float = 1e-3
+) -> Tensor:
+    """Robust L1 (Charbonnier) between the part-motion flow and a dense target flow -> scalar.
+
+    Args:
+        grid: ``[B, h, w, 2]`` target -> source sampling grid of the model (inclusive
+            ``(x, y)`` in [-1, 1], :func:`~copart_hub.models.mcs.part_motion_grid`).
+        flow: ``[B, 2, H, W]`` target -> source displacement in the same normalised units
+            (``2 / (W - 1)`` per pixel in x, ``2 / (H - 1)`` in y), e.g. a classical optical
+            flow; area-averaged to ``h x w`` (background included: there it is ~0).
+        weight: optional ``[B, 1, H, W]`` per-pixel confidence, resized the same way.
+        eps: Charbonnier smoothing, in normalised units.
+    """
+    if grid.ndim != 4 or grid.shape[-1] != 2 or flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(
+            f"grid must be [B, h, w, 2] and flow [B, 2, H, W], got {tuple(grid.shape)} and "
+            f"{tuple(flow.shape)}"
+        )
+    _, h, w, _ = grid.shape
+    z = coordinate_grid(h, w, "inclusive", grid.device, grid.dtype)
+    predicted = (grid - z).permute(0, 3, 1, 2)  # [B, 2, h, w] displacement
+    target = F.adaptive_avg_pool2d(flow.to(grid.dtype), (h, w))
+    error = ((predicted - target).pow(2).sum(1, keepdim=True) + eps**2).sqrt() - eps
+    if weight is None:
+        return error.mean()
+    weight = F.adaptive_avg_pool2d(weight.to(grid.dtype), (h, w))
+    return (error * weight).sum() / weight.sum().clamp_min(1e-6)

@@ -276,13 +276,15 @@ class MCSGenerator(nn.Module):
         """Reconstruct the target from the source ``[B, 3, H, W]``.
 
         Returns ``prediction`` ``[B, 3, H, W]``, ``deformed`` (the source image warped by the
-        flow, for visualisation) ``[B, 3, H, W]`` and ``visibility`` ``[B, 1, h, w]``.
+        flow, for visualisation) ``[B, 3, H, W]``, ``visibility`` ``[B, 1, h, w]`` and the
+        part-motion sampling ``grid`` ``[B, h, w, 2]`` (for flow supervision).
         """
         features, grid, visibility = self.warp_source(self.encode(source), seg_source, seg_target)
         return {
             "prediction": self.decode(features, source.shape[-2:]),
             "deformed": warp_with_grid(source, grid),
             "visibility": visibility,
+            "grid": grid,
         }
 
     def swap(

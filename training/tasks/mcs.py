@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
+from copart_hub.data import collections
 from copart_hub.data.provenance import card_facts
 from copart_hub.data.videos import (
     TaichiClip,
@@ -42,14 +43,18 @@ from copart_hub.losses.mcs import (
     McsLossWeights,
     PerceptualPyramid,
     equivariance_losses,
+    flow_loss,
 )
 from copart_hub.models.mcs import MCSModel, MCSSegmentation
-from copart_hub.ops.warps import random_mcs_tps
+from copart_hub.ops.coordinates import coordinate_grid
+from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
 
-from ..data import ClipFrames, video_frames
+from ..data import ClipFrames, image_rows, video_frames
+from ..flow import DIS_PRESETS, FlowTargets, hflip_flow
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
 
+STILL_COLLECTIONS = {"faces300w": collections.faces300w}
 CENTRE_EPS = 1e-6  # added to each part map before normalising (MCS evaluate.py)
 
 
@@ -74,7 +79,9 @@ class McsFramePairs(Dataset):
 
     Items: ``source``, ``target`` (``float [3, H, W]`` in [0, 1]), ``clip``, ``times`` (the
     source and target frame indices) and ``time_flip`` (whether S and T were swapped, so
-    ``times`` is sorted unless it is set).
+    ``times`` is sorted unless it is set). With ``flow`` (:class:`FlowTargets`), also ``flow``
+    ``[2, H, W]`` (target -> source, estimated on the stored frames, then mirrored with them) and
+    its consistency weight ``flow_weight`` ``[1, H, W]``.
     """
 
     def __init__(
@@ -84,11 +91,12 @@ class McsFramePairs(Dataset):
         seed: int = 0,
         jitter: float = 0.1,
         flip_p: float = 0.5,
+        flow: FlowTargets | None = None,
     ) -> None:
         if not clips or repeats < 1:
             raise ValueError("need at least one clip and repeats >= 1")
         self.clips, self.repeats, self.seed = clips, repeats, seed
-        self.jitter, self.flip_p = jitter, flip_p
+        self.jitter, self.flip_p, self.flow = jitter, flip_p, flow
 
     def __len__(self) -> int:
         return len(self.clips) * self.repeats
@@ -99,21 +107,106 @@ class McsFramePairs(Dataset):
         clip = index % len(self.clips)
         frames = self.clips[clip]
         times = np.sort(rng.choice(len(frames), size=2, replace=True))  # official: with replace
-        pair = torch.from_numpy(frames[times]).permute(0, 3, 1, 2).float() / 255
-        if rng.random() < self.flip_p:
+        raw = frames[times]
+        pair = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255
+        mirror = rng.random() < self.flip_p
+        if mirror:
             pair = pair.flip(-1)
         time_flip = bool(rng.random() < self.flip_p)
         if time_flip:
-            pair, times = pair.flip(0), times[::-1].copy()
+            pair, times, raw = pair.flip(0), times[::-1].copy(), raw[::-1]
         if self.jitter > 0:
             pair = _jitter(pair, rng, self.jitter)
-        return {
+        item = {
             "source": pair[0],
             "target": pair[1],
             "clip": clip,
             "times": torch.from_numpy(times),
             "time_flip": time_flip,
         }
+        if self.flow is not None:  # estimated on the frames as stored, then mirrored
+            flow, weight = self.flow((clip, int(times[0]), int(times[1])), raw[0], raw[1])
+            item["flow"] = hflip_flow(flow) if mirror else flow
+            item["flow_weight"] = weight.flip(-1) if mirror else weight
+        return item
+
+
+class McsStillPairs(Dataset):
+    """``(index, epoch)`` -> a frame pair made from one still image: the source is the image
+    (mirrored with ``flip_p``), the target is the source warped by a random TPS with a
+    similarity part (:func:`random_scops_tps`, moderate ranges), so ``target(z) =
+    source(T(z))`` and the exact flow ``T(z) - z`` comes with it (``flow``, ``[2, H, W]``), with
+    ``flow_weight`` 0 where ``T(z)`` leaves the source frame. Both frames get the same colour
+    jitter. Items have the keys of :class:`McsFramePairs` (``clip`` = -1, ``times`` = (0, 0)).
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        seed: int = 0,
+        jitter: float = 0.1,
+        flip_p: float = 0.5,
+        max_rotation_deg: float = 15.0,
+        scale_range: tuple[float, float] = (0.85, 1.2),
+        max_translation: float = 0.1,
+        local_jitter: float = 0.04,
+    ) -> None:
+        if not images:
+            raise ValueError("need at least one image")
+        self.images, self.seed, self.jitter, self.flip_p = images, seed, jitter, flip_p
+        self.warp = {
+            "max_rotation_deg": max_rotation_deg,
+            "scale_range": scale_range,
+            "max_translation": max_translation,
+            "jitter": local_jitter,
+        }
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key
+        rng = sample_rng(self.seed, epoch, index)
+        source = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1).float() / 255
+        if rng.random() < self.flip_p:
+            source = source.flip(-1)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        transform = random_scops_tps(1, generator=generator, **self.warp)
+        h, w = source.shape[-2:]
+        grid = transform.grid(h, w)  # [1, H, W, 2]: T(z), inclusive
+        target = transform.warp(source[None], padding_mode="border")[0]
+        flow = (grid - coordinate_grid(h, w, "inclusive"))[0].permute(2, 0, 1)
+        inside = (grid.abs() <= 1).all(-1).float()  # [1, H, W]
+        pair = torch.stack([source, target])
+        if self.jitter > 0:
+            pair = _jitter(pair, rng, self.jitter)
+        return {
+            "source": pair[0],
+            "target": pair[1],
+            "clip": -1,
+            "times": torch.zeros(2, dtype=torch.int64),
+            "time_flip": False,
+            "flow": flow.contiguous(),
+            "flow_weight": inside,
+        }
+
+
+class PairMix(Dataset):
+    """Datasets of frame pairs one after the other (``(index, epoch)`` keys), optionally without
+    some item keys (so video and still-image items collate together)."""
+
+    def __init__(self, parts: list[Dataset], drop: tuple[str, ...] = ()) -> None:
+        self.parts, self.drop = parts, drop
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        item = self.parts[part][(index - int(self.offsets[part]), epoch)]
+        return {k: v for k, v in item.items() if k not in self.drop}
 
 
 def _split_segmentation(seg: MCSSegmentation, chunks: int) -> list[MCSSegmentation]:
@@ -159,6 +252,8 @@ class McsTask(Task):
         "feature_net": "random",  # or "vgg19" with vgg_weights (a local file), or "none"
         "vgg_weights": None,
         "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
+        "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
+        "still_images": None,  # pairs from still images too: faces300w or a folder of images
         "weights": {},
         "lr": 2e-4,
         "betas": [0.5, 0.999],
@@ -190,6 +285,10 @@ class McsTask(Task):
             except ValueError as err:
                 raise ValueError(f"task_args.video_dir {err}") from None
         self.check_choice("feature_net", ("random", "vgg19", "none"))
+        self.check_choice("flow_preset", DIS_PRESETS)
+        still = self.args["still_images"]
+        if still is not None and still not in STILL_COLLECTIONS:
+            self.check_args("folder", "still_images")
         self.check_keys("weights", McsLossWeights.__dataclass_fields__)
         weights = dict(self.args["weights"])
         if "perceptual" in weights:
@@ -235,9 +334,35 @@ class McsTask(Task):
     def release_model(self, module: nn.Module) -> MCSModel:
         return module.model
 
+    def still_images(self) -> list[np.ndarray]:
+        """The ``size x size`` RGB images of ``still_images`` (a collection's train split or
+        every image under a folder, recursive)."""
+        a, size = self.args, self.args["size"]
+        name = a["still_images"]
+        if name in STILL_COLLECTIONS:
+            paths = STILL_COLLECTIONS[name]("train", a["data_root"]).images
+            rows = image_rows(paths=paths)
+        else:
+            rows = image_rows(data_dir=name)
+        return [
+            np.array(row["image"].convert("RGB").resize((size, size), Image.BILINEAR))
+            for row in rows
+        ]
+
     def train_dataset(self) -> Dataset:
+        """Video frame pairs (with DIS flow targets when ``weights.flow > 0``), plus still-image
+        pairs when ``still_images`` is set, concatenated."""
         a = self.args
-        return McsFramePairs(self.frames("train"), a["repeats"], self.seed, a["jitter"])
+        flow = FlowTargets(a["flow_preset"]) if self.weights.flow > 0 else None
+        videos = McsFramePairs(
+            self.frames("train"), a["repeats"], self.seed, a["jitter"], flow=flow
+        )
+        if a["still_images"] is None:
+            return videos
+        stills = McsStillPairs(self.still_images(), self.seed, a["jitter"])
+        if flow is None:
+            return PairMix([videos, stills], drop=("flow", "flow_weight"))
+        return PairMix([videos, stills])
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
         """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules."""
@@ -260,12 +385,17 @@ class McsTask(Task):
         out = module(source, target, transform.warp(target, padding_mode="border"))
         reconstruction = inner.perceptual(out["prediction"], target)
         shift, affine = equivariance_losses(out["seg_target"], out["seg_transformed"], transform)
-        loss = self.weights.total(reconstruction, shift, affine)
+        flow = None
+        if self.weights.flow > 0:
+            flow = flow_loss(out["grid"], batch["flow"], batch["flow_weight"])
+        loss = self.weights.total(reconstruction, shift, affine, flow)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
             "equivariance_affine": affine.item(),
         }
+        if flow is not None:
+            logs["flow"] = flow.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation

@@ -6,6 +6,10 @@ Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``re
 - ``"histogram"``: local soft histograms of L, a, b (6 bins each) and of gradient orientation
   (8 bins, magnitude-weighted) at two scales (52 channels; fixed). A non-negative basis whose
   row-normalised rows are orthonormal needs many channels: with 8 the rows can only be one-hot;
+- ``"position"``: where a pixel lies in the object's own frame: Gaussian bumps (5 x 5 grid) on
+  coordinates centred on the foreground's centroid and scaled by its spread (25 channels; fixed).
+  A geometric prior that follows the object under zoom and shift, not the image frame;
+- fixed sources joined by ``+`` (e.g. ``"histogram+position"``) are concatenated;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
 - ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
 Images come through ``datasets`` (``imagefolder``: a user folder, recursive, optional masks via
@@ -49,23 +53,11 @@ from copart_hub.ops.warps import random_scops_tps
 from copart_hub.processing import upsample_logits
 from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
+from ..data import image_rows
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
 
 COLLECTIONS = {"faces300w": collections.faces300w, "weizmann_horse": collections.weizmann_horses}
-
-
-def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> datasets.Dataset:
-    """A ``datasets`` image table: every image under ``data_dir`` (recursive, the
-    ``imagefolder`` builder; a ``metadata.jsonl`` with ``file_name`` and ``mask_file_name``
-    adds user masks as a ``mask`` column) or the given ``paths``. Arrow-backed and cached, so
-    what is computed from it is cached by ``datasets`` fingerprints."""
-    if data_dir is not None:
-        if not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"data_dir {data_dir} is not a folder")
-        return datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
-    files = {"train": [str(p) for p in paths or []]}
-    return datasets.load_dataset("imagefolder", data_files=files, split="train")
 
 
 def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
@@ -196,6 +188,45 @@ def histogram_features(image: Tensor) -> Tensor:
     return torch.cat(feats, 1)
 
 
+def object_frame_position_features(foreground: Tensor, grid: int = 5, reach: float = 1.5) -> Tensor:
+    """Fixed non-negative position descriptors ``[B, grid * grid, H, W]`` of a foreground map
+    ``[B, 1, H, W]`` in [0, 1]: Gaussian bumps on a ``grid x grid`` lattice over
+    ``[-reach, reach]^2`` of coordinates ``(p - centroid) / spread``, where the centroid and the
+    spread (root mean squared distance to it) are the foreground-weighted moments (the whole
+    frame where the foreground is empty). They translate and scale with the object."""
+    b, _, h, w = foreground.shape
+    ys = torch.linspace(-1, 1, h, device=foreground.device, dtype=foreground.dtype)
+    xs = torch.linspace(-1, 1, w, device=foreground.device, dtype=foreground.dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    weight = foreground.flatten(1) + 1e-6  # empty map: the whole frame, uniformly
+    weight = weight / weight.sum(1, keepdim=True)
+    coords = torch.stack([xx.flatten(), yy.flatten()], 1)  # [HW, 2]
+    centre = weight @ coords  # [B, 2]
+    offset = coords[None] - centre[:, None]  # [B, HW, 2]
+    spread = (weight[..., None] * offset.pow(2)).sum((1, 2)).sqrt().clamp_min(1e-3)
+    u = offset / spread[:, None, None]  # [B, HW, 2]
+    centres = torch.linspace(-reach, reach, grid, device=u.device, dtype=u.dtype)
+    sigma = 2 * reach / (grid - 1) * 0.6
+    bump_x = torch.exp(-0.5 * ((u[..., :1] - centres) / sigma).pow(2))  # [B, HW, grid]
+    bump_y = torch.exp(-0.5 * ((u[..., 1:] - centres) / sigma).pow(2))
+    bumps = (bump_y[..., :, None] * bump_x[..., None, :]).flatten(2)  # [B, HW, grid * grid]
+    return bumps.transpose(1, 2).reshape(b, grid * grid, h, w)
+
+
+FIXED_REFERENCES = {"colour": 12, "histogram": 52, "position": 25}  # source -> channels
+
+
+def fixed_reference_features(sources: list[str], image01: Tensor, foreground: Tensor) -> Tensor:
+    """The fixed descriptors of ``sources`` (names of ``FIXED_REFERENCES``), concatenated:
+    ``[B, sum of their channels, H, W]``."""
+    make = {
+        "colour": lambda: colour_texture_features(image01),
+        "histogram": lambda: histogram_features(image01),
+        "position": lambda: object_frame_position_features(foreground),
+    }
+    return torch.cat([make[name]() for name in sources], 1)
+
+
 class ScopsModule(nn.Module):
     """What is trained: the SCOPS model, its part basis and (for ``ema``) a teacher backbone."""
 
@@ -204,10 +235,9 @@ class ScopsModule(nn.Module):
         self.model = model
         self.reference, self.ema_decay = reference, ema_decay
         self.teacher: nn.Module | None = None
-        if reference == "colour":
-            channels = 12
-        elif reference == "histogram":
-            channels = 52
+        self.fixed_sources = reference.split("+")
+        if all(name in FIXED_REFERENCES for name in self.fixed_sources):
+            channels = sum(FIXED_REFERENCES[name] for name in self.fixed_sources)
         elif reference == "ema":  # the whole segmenter; its forward_features are the targets
             self.teacher = copy.deepcopy(model).requires_grad_(False)
             probe = torch.zeros(1, 3, *model.input_size)
@@ -218,7 +248,8 @@ class ScopsModule(nn.Module):
             channels = self.teacher.channels[0]
         else:
             raise ValueError(
-                f"unknown reference {reference!r}: colour, histogram, ema or timm:NAME:FILE"
+                f"unknown reference {reference!r}: colour, histogram, position (or fixed sources "
+                "joined by '+', e.g. histogram+position), ema or timm:NAME:FILE"
             )
         self.basis = PartBasis(model.num_parts, channels)
 
@@ -229,15 +260,20 @@ class ScopsModule(nn.Module):
 
     @torch.no_grad()
     def reference_features(
-        self, image01: Tensor, normalised: Tensor, size: tuple[int, int] | None = None
+        self,
+        image01: Tensor,
+        normalised: Tensor,
+        size: tuple[int, int] | None = None,
+        foreground: Tensor | None = None,
     ) -> Tensor:
         """``[B, C, h, w]`` reference features; a teacher's are upsampled straight to ``size``
-        (default: the image size), fixed descriptors come at the image size."""
+        (default: the image size), fixed descriptors come at the image size. ``foreground``
+        ``[B, 1, H, W]`` places the object frame of ``position`` (default: the whole image)."""
         size = size or tuple(image01.shape[-2:])
-        if self.reference == "histogram":
-            return histogram_features(image01)
         if self.teacher is None:
-            return colour_texture_features(image01)
+            if foreground is None:
+                foreground = torch.ones_like(image01[:, :1])
+            return fixed_reference_features(self.fixed_sources, image01, foreground)
         self.teacher.eval()
         if self.reference == "ema":
             feats = self.teacher.forward_features(normalised)
@@ -364,7 +400,7 @@ class ScopsTask(Task):
         logits, logits_t = both.chunk(2)
         probs = logits.softmax(1)
         kl, centre_mse = equivariance_loss(logits, logits_t, warp)
-        ref = inner.reference_features(image, x, size)
+        ref = inner.reference_features(image, x, size, fg)
         if ref.shape[-2:] != size:
             ref = F.interpolate(ref, size=size, mode="area")
         if self.args["reference_norm"] == "unit_energy":

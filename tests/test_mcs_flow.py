@@ -1,0 +1,287 @@
+"""MCS flow supervision and still-image pairs: the flow loss, DIS flow targets (cached), frame
+pairs with flow, pairs made from one still image, and short real runs with each option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from copart_hub.training.flow import (
+    FlowTargets,
+    consistency_weight,
+    hflip_flow,
+    normalised_flow,
+)
+from copart_hub.training.tasks.mcs import McsFramePairs, McsStillPairs, McsTask, PairMix
+from PIL import Image
+from torch import Tensor
+
+from copart_hub.losses.mcs import McsLossWeights, flow_loss
+from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
+from copart_hub.ops.coordinates import coordinate_grid
+
+TINY_MODEL = {
+    "seg_block_expansion": 4,
+    "seg_max_features": 16,
+    "seg_num_blocks": 3,
+    "gen_block_expansion": 4,
+    "gen_max_features": 8,
+    "gen_num_bottleneck_blocks": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB texture ``uint8 [h, w, 3]`` (structure for an optical flow)."""
+    noise = torch.rand(1, 3, h // 4 + 2, w // 4 + 2, generator=torch.Generator().manual_seed(seed))
+    image = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)
+    return (image[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
+def warp_by_flow(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image(z + flow(z))`` for ``image [C, H, W]`` and normalised ``flow [2, H, W]``."""
+    h, w = image.shape[-2:]
+    grid = coordinate_grid(h, w, "inclusive") + flow.permute(1, 2, 0)
+    return F.grid_sample(image[None], grid[None], align_corners=True, padding_mode="border")[0]
+
+
+# ------------------------------------------------------------------------------ flow loss
+def two_part_scene(h: int = 16, w: int = 16) -> tuple[MCSSegmentation, MCSSegmentation, Tensor]:
+    """Target and source segmentations of two parts (left / right half) that each move by
+    their own affine, and the true target -> source flow ``[1, 2, h, w]``."""
+    masks = torch.zeros(1, 3, h, w)
+    masks[:, 1, :, : w // 2], masks[:, 2, :, w // 2 :] = 1, 1
+    shift_t = torch.tensor([[[-0.5, 0.0], [0.5, 0.0]]])
+    affine_t = torch.eye(2).expand(1, 2, 2, 2).clone()
+    shift_s = shift_t + torch.tensor([[[0.1, -0.05], [-0.08, 0.12]]])
+    rotation = torch.tensor([[0.98, -0.2], [0.2, 0.98]])
+    affine_s = torch.stack([rotation, torch.tensor([[1.1, 0.0], [0.05, 0.9]])])[None]
+    target = MCSSegmentation(masks, shift_t, affine_t)
+    source = MCSSegmentation(masks, shift_s, affine_s)  # source masks do not enter the grid
+    z = coordinate_grid(h, w, "inclusive")
+    flow = torch.zeros(1, 2, h, w)
+    for k, part in enumerate((slice(None, w // 2), slice(w // 2, None))):
+        zk = z[:, part]
+        moved = (affine_s[0, k] @ (zk - shift_t[0, k]).reshape(-1, 2).T).T.reshape(zk.shape)
+        flow[0, :, :, part] = (moved + shift_s[0, k] - zk).permute(2, 0, 1)
+    return target, source, flow
+
+
+def test_flow_loss_is_zero_for_the_true_parts_and_larger_for_wrong_ones():
+    target, source, flow = two_part_scene()
+    grid = part_motion_grid(target, source)
+    assert flow_loss(grid, flow).item() == pytest.approx(0.0, abs=1e-5)
+    swapped = MCSSegmentation(target.masks[:, [0, 2, 1]], target.shift, target.affine)
+    background = MCSSegmentation(target.masks[:, [1, 0, 2]], target.shift, target.affine)
+    for wrong in (swapped, background):
+        assert flow_loss(part_motion_grid(wrong, source), flow).item() > 0.02
+    # a finer target flow is area-averaged to the mask resolution: still zero for the truth
+    fine = F.interpolate(flow, scale_factor=2, mode="nearest")
+    assert flow_loss(grid, fine).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_flow_loss_weight_and_gradient():
+    target, source, flow = two_part_scene()
+    masks = torch.full_like(target.masks, 1 / 3).requires_grad_()
+    grid = part_motion_grid(MCSSegmentation(masks, target.shift, target.affine), source)
+    weight = torch.zeros(1, 1, 16, 16)
+    weight[..., :8] = 1  # only the left half counts
+    left = flow_loss(grid, flow, weight)
+    left.backward()
+    assert masks.grad[..., :8].abs().sum() > 0 and masks.grad[..., 8:].abs().sum() == 0
+    assert left.item() != pytest.approx(flow_loss(grid, flow).item())
+    with pytest.raises(ValueError, match=r"\[B, h, w, 2\]"):
+        flow_loss(grid.permute(0, 3, 1, 2), flow)
+    with pytest.raises(ValueError, match=r"\[B, 2, H, W\]"):
+        flow_loss(grid, flow[:, :1])
+
+
+def test_total_adds_the_weighted_flow_term():
+    one = torch.tensor(1.0)
+    weights = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, flow=4.0)
+    assert weights.total(one, one, one).item() == 6.0
+    assert weights.total(one, one, one, torch.tensor(0.5)).item() == 8.0
+
+
+# ---------------------------------------------------------------------------- flow targets
+def test_dis_flow_recovers_a_translation_in_normalised_units():
+    image = textured(72, 88)
+    source, target = image[4:68, 4:84], image[4:68, 7:87]  # target(z) = source(z + 3 px in x)
+    flow, weight = FlowTargets("medium")("pair", source, target)
+    assert flow.shape == (2, 64, 80) and flow.dtype == torch.float32
+    inner = flow[:, 8:-8, 8:-8]
+    assert inner[0].median().item() == pytest.approx(3 * 2 / 79, rel=0.1)
+    assert inner[1].abs().median().item() < 0.2 * 2 / 63
+    assert weight.shape == (1, 64, 80) and weight[:, 8:-8, 8:-8].mean() > 0.9
+
+
+def test_consistency_weight_masks_where_the_flows_disagree():
+    forward = np.zeros((6, 8, 2), np.float32)
+    forward[..., 0] = 2.0
+    backward = -forward.copy()
+    assert consistency_weight(forward, backward).all()
+    backward[:, :4] = 0.0  # where forward lands in columns < 4 (x < 2) it is not undone
+    weight = consistency_weight(forward, backward)
+    assert not weight[:, :2].any() and weight[:, 3:].all()
+    unrelated = FlowTargets("medium")("pair", textured(64, 64, 5), textured(64, 64, 6))[1]
+    assert unrelated.mean() < 0.5
+
+
+def test_flow_targets_are_cached_and_reused():
+    a, b = textured(32, 32, 1), textured(32, 32, 2)
+    targets = FlowTargets("ultrafast", cache_size=2)
+    first = targets(("clip", 0, 1), a, b)
+    assert (targets.computed, targets.reused) == (1, 0)
+    again = targets(("clip", 0, 1), a, b)
+    assert (targets.computed, targets.reused) == (1, 1)
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    targets(("clip", 1, 0), b, a)
+    targets(("clip", 2, 0), b, a)  # the cache holds 2 pairs: the least recent one goes
+    targets(("clip", 1, 0), b, a)
+    targets(("clip", 0, 1), a, b)
+    assert (targets.computed, targets.reused) == (4, 2)
+    with pytest.raises(ValueError, match="flow preset"):
+        FlowTargets("slowest")
+
+
+def test_normalised_and_mirrored_flow():
+    px = np.zeros((5, 9, 2), np.float32)
+    px[..., 0], px[..., 1] = 4.0, 2.0  # 4 px right, 2 px down
+    flow = normalised_flow(px)
+    assert flow.shape == (2, 5, 9)
+    assert flow[0, 0, 0].item() == pytest.approx(1.0) and flow[1, 0, 0].item() == pytest.approx(1.0)
+    mirrored = hflip_flow(flow)
+    assert torch.equal(mirrored[0], -flow[0].flip(-1)) and torch.equal(mirrored[1], flow[1])
+
+
+def test_frame_pairs_carry_a_flow_that_warps_source_onto_target():
+    """Mirrored, time-flipped or not, ``source(z + flow(z))`` matches the target."""
+    image = textured(72, 80, 3)
+    clip = np.stack([image[4:68, 4 + t : 68 + t] for t in range(5)])  # pans 1 px a frame
+    data = McsFramePairs([clip], repeats=16, seed=0, jitter=0.0, flow=FlowTargets("medium"))
+    seen = set()
+    for index in range(16):
+        item = data[(index, 0)]
+        if item["times"][0] == item["times"][1]:
+            continue
+        mirror = not torch.equal(
+            item["source"], torch.from_numpy(clip[item["times"][0]]).permute(2, 0, 1).float() / 255
+        )
+        seen.add((mirror, item["time_flip"]))
+        inner = (slice(None), slice(8, -8), slice(8, -8))
+        warped = warp_by_flow(item["source"], item["flow"])
+        assert (warped - item["target"])[inner].abs().mean() < 0.3 * (
+            item["source"] - item["target"]
+        )[inner].abs().mean()
+        assert item["flow_weight"].shape == (1, 64, 64) and item["flow_weight"].mean() > 0.8
+    assert len(seen) >= 3, seen  # mirrored and time-flipped pairs were both checked
+    assert data.flow.reused + data.flow.computed >= len(seen)
+
+
+# ----------------------------------------------------------------------- still-image pairs
+def test_still_pair_warp_of_the_source_reproduces_the_target():
+    images = [textured(40, 40, s) for s in range(3)]
+    data = McsStillPairs(images, seed=0, jitter=0.0)
+    for index in range(3):
+        item = data[(index, 5)]
+        assert item["source"].shape == item["target"].shape == (3, 40, 40)
+        inside = item["flow_weight"][0] > 0
+        assert 0.5 < inside.float().mean() <= 1
+        warped = warp_by_flow(item["source"], item["flow"])
+        assert (warped - item["target"]).abs().amax(0)[inside].max() < 1e-4
+        assert (item["source"] - item["target"]).abs().mean() > 0.01  # it did move
+    assert torch.equal(data[(1, 5)]["target"], data[(1, 5)]["target"])
+    assert not torch.equal(data[(1, 5)]["target"], data[(1, 6)]["target"])
+
+
+def test_pair_mix_concatenates_and_drops_keys():
+    stills = McsStillPairs([textured(32, 32, s) for s in range(2)], seed=0, jitter=0.0)
+    videos = McsFramePairs([np.stack([textured(32, 32, 9)] * 3)], repeats=3, jitter=0.0)
+    mix = PairMix([videos, stills], drop=("flow", "flow_weight"))
+    assert len(mix) == 5
+    assert mix[(2, 0)]["clip"] == 0 and mix[(3, 0)]["clip"] == -1
+    assert torch.equal(mix[(4, 0)]["target"], stills[(1, 0)]["target"])
+    batch = torch.utils.data.default_collate([mix[(i, 0)] for i in (0, 3)])
+    assert set(batch) == {"source", "target", "clip", "times", "time_flip"}
+
+
+# ------------------------------------------------------------------------ short real runs
+def write_panning_clip(path: Path, frames: int) -> None:
+    """A 32x32 clip of a texture panning 2 px a frame."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = textured(32, 32 + 2 * frames, 30)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for t in range(frames):
+            frame = av.VideoFrame.from_ndarray(image[:, 2 * t : 32 + 2 * t].copy(), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_still_images(folder: Path, count: int = 4) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(textured(40, 48, 20 + i)).save(folder / f"img{i}.png")
+
+
+def short_run(task: McsTask, steps: int, key: str) -> list[float]:
+    torch.manual_seed(0)
+    module = task.build_model().train()
+    data = task.train_dataset()
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(4)])
+    ((opt, _),) = task.build_optimizers(module, steps)
+    values = []
+    for step in range(steps):
+        loss, logs = task.training_step(module, batch, step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(logs[key])
+    return values
+
+
+def test_short_run_on_still_images_with_flow_lowers_the_flow_loss(tmp_path: Path):
+    """Flow supervision alone (reconstruction kept) on pairs from still images: 20 Adam steps
+    lower the flow term; the still images come from a folder (recursive) as task_args."""
+    write_still_images(tmp_path / "stills" / "sub")
+    args = {
+        "video_dir": str(tmp_path / "videos"),
+        "still_images": str(tmp_path / "stills"),
+        "size": 32,
+        "num_parts": 3,
+        "repeats": 1,
+        "jitter": 0.0,
+        "lr": 1e-3,
+        "weights": {"flow": 10.0},
+        "model_kwargs": TINY_MODEL,
+    }
+    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
+    task = McsTask(args, seed=0)
+    data = task.train_dataset()
+    assert isinstance(data, PairMix) and len(data) == 1 + 4
+    assert "flow" in data[(0, 0)] and data[(4, 0)]["clip"] == -1
+    values = short_run(task, 20, "flow")
+    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
+
+
+def test_still_images_and_flow_preset_are_checked(tmp_path: Path):
+    write_panning_clip(tmp_path / "a.mp4", frames=3)
+    base = {"video_dir": str(tmp_path), "size": 32, "model_kwargs": TINY_MODEL}
+    with pytest.raises(ValueError, match="flow_preset"):
+        McsTask({**base, "flow_preset": "slowest"}, seed=0)
+    with pytest.raises((ValueError, FileNotFoundError), match="still_images"):
+        McsTask({**base, "still_images": str(tmp_path / "missing")}, seed=0)
