@@ -46,7 +46,7 @@ def table_eval_results(text: str, datasets: dict[str, tuple[str, str]]) -> list[
     A suffix (``this model + GrabCut``) and the
     table's non-metric columns (superpixel counts) go into the metric name.
     """
-    span = _section_span(text, SCORES_HEADING)
+    span = section_span(text, SCORES_HEADING)
     if span is None:
         return []
     results: list[dict[str, Any]] = []
@@ -196,7 +196,7 @@ def update_card_metadata(card_path: str | Path, name: str, info: dict[str, Any])
 SCORES_HEADING = "## Held-out scores"
 
 
-def _section_span(text: str, heading: str) -> tuple[int, int] | None:
+def section_span(text: str, heading: str) -> tuple[int, int] | None:
     """``(body start, body end)`` of ``heading``: up to the next heading of the same or a
     higher level (``## a`` ends at ``## b`` or ``# c``, not at ``### d``)."""
     start = text.find(heading + "\n")
@@ -220,9 +220,9 @@ def replace_card_section(
     path = Path(card_path)
     text = path.read_text(encoding="utf-8")
     block = "\n" + body.strip() + "\n\n"
-    span = _section_span(text, heading)
+    span = section_span(text, heading)
     if span is None:
-        parent_span = _section_span(text, parent) if parent else None
+        parent_span = section_span(text, parent) if parent else None
         if parent_span is None:
             raise ValueError(f"{path} has no section {heading!r}")
         at = parent_span[1]

@@ -1,0 +1,73 @@
+"""Releasing a run's export into the zoo: float16 weights that reload, curve, previous scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from copart_hub.training.release import main, release
+from safetensors.torch import load_file
+
+import copart_hub
+from copart_hub.hub.card import SCORES_HEADING
+
+
+def exported_run(tmp_path: Path) -> Path:
+    """A run folder as training leaves it: ``best/`` with a card, and ``metrics.jsonl``."""
+    torch.manual_seed(0)
+    model = copart_hub.create_model("scops_fpn_resnet18", num_parts=3, input_size=(32, 32))
+    best = tmp_path / "run" / "best"
+    model.save_pretrained(best)
+    card = best / "README.md"
+    card.write_text(
+        "# m\n\n" + SCORES_HEADING + "\n\nnew scores\n\n## Training configuration\n\ncfg\n",
+        encoding="utf-8",
+    )
+    rows = [{"step": 1, "loss": 3.0}, {"step": 100, "val": {"score": -40.0}}]
+    rows += [{"step": 200, "val": {"score": -35.5}}]
+    (best.parent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return best
+
+
+def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
+    best = exported_run(tmp_path)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "README.md").write_text(
+        f"# old\n\n{SCORES_HEADING}\n\n### faces\n\n| this model | 32.3 |\n\n## Samples\n"
+    )
+    target = release(best, "tiny", zoo=tmp_path / "zoo", previous=old)
+    assert target == tmp_path / "zoo" / "tiny"
+    state = load_file(str(target / "model.safetensors"))
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    size = (target / "model.safetensors").stat().st_size
+    assert size < 0.6 * (best / "model.safetensors").stat().st_size
+    a, b = copart_hub.from_pretrained(best).eval(), copart_hub.from_pretrained(target).eval()
+    assert next(b.parameters()).dtype == torch.float32
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (a(x).softmax(1) - b(x).softmax(1)).abs().max() < 0.02
+    card = (target / "README.md").read_text()
+    assert "![validation curve](curve.png)" in card and (target / "curve.png").is_file()
+    assert "| 200 | -35.5 |" in card and "| 1 |" not in card  # validation rows only
+    assert "## Previous release" in card and "#### faces" in card and "32.3" in card
+    assert card.index("## Previous release") < card.index("## Training configuration")
+    assert not list((tmp_path / "zoo").glob(".*"))  # no staging folder left behind
+
+
+def test_release_refuses_to_overwrite_and_checks_its_input(tmp_path: Path, capsys):
+    best = exported_run(tmp_path)
+    zoo = tmp_path / "zoo"
+    release(best, "tiny", zoo=zoo)
+    before = (zoo / "tiny" / "model.safetensors").read_bytes()
+    assert main([str(best), "--name", "tiny", "--zoo", str(zoo)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (zoo / "tiny" / "model.safetensors").read_bytes() == before
+    assert main([str(best), "--name", "tiny", "--zoo", str(zoo), "--overwrite"]) == 0
+    assert main([str(tmp_path), "--name", "x", "--zoo", str(zoo)]) == 2
+    assert "has no model.safetensors" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        release(best, "y", zoo=zoo, previous=tmp_path / "missing")
