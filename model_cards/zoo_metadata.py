@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard
 
 from copart_hub.data.provenance import SOURCES, card_facts, licence_text
 from copart_hub.hub.card import card_data, table_eval_results
-from copart_hub.hub.resolve import ZOO_DIR
+from copart_hub.hub.resolve import local_zoo_folder
 
 FACES_SPLIT = "300-W faces, every 5th crop (held out)"
 #: released model -> (training data source, tags, {card section: held-out split it scores};
@@ -36,7 +36,7 @@ RELEASES = {
 def expected(name: str) -> tuple[ModelCard, str]:
     """The card of ``name`` with up-to-date metadata, and its ``LICENSE.md``."""
     source, tags, sections = RELEASES[name]
-    card = ModelCard.load(ZOO_DIR / name / "README.md")
+    card = ModelCard.load(local_zoo_folder(name) / "README.md")
     src = SOURCES[source]
     datasets = {k: (src.dataset, split or src.eval_name) for k, split in sections.items()}
     info = {
@@ -55,7 +55,7 @@ def main() -> int:
     stale = []
     for name in RELEASES:
         card, licence = expected(name)
-        folder = ZOO_DIR / name
+        folder = local_zoo_folder(name)
         current = (folder / "README.md").read_text(encoding="utf-8")
         licence_file = folder / "LICENSE.md"
         old_licence = licence_file.read_text(encoding="utf-8") if licence_file.exists() else ""

@@ -12,14 +12,14 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from copart_hub.hub.card import build_model_card, table_eval_results
-from copart_hub.hub.resolve import ZOO_DIR, zoo_names
+from copart_hub.hub.resolve import local_zoo_folder, zoo_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_card_metadata_follows_hub_conventions(name: str):
-    folder = ZOO_DIR / name
+    folder = local_zoo_folder(name)
     meta = metadata_load(folder / "README.md")
     assert meta["license"] == "other"
     assert re.fullmatch(r"[a-z0-9][a-z0-9.-]*", meta["license_name"]), meta["license_name"]

@@ -20,6 +20,7 @@ def exported_run(tmp_path: Path) -> Path:
     model = copart_hub.create_model("scops_fpn_resnet18", num_parts=3, input_size=(32, 32))
     best = tmp_path / "run" / "best"
     model.save_pretrained(best)
+    (best / "swap_examples.png").write_bytes(b"png")
     card = best / "README.md"
     card.write_text(
         "# m\n\n" + SCORES_HEADING + "\n\nnew scores\n\n## Training configuration\n\ncfg\n",
@@ -51,6 +52,7 @@ def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
     with torch.no_grad():
         assert (a(x).softmax(1) - b(x).softmax(1)).abs().max() < 0.02
     card = (target / "README.md").read_text()
+    assert (target / "swap_examples.png").read_bytes() == b"png"
     assert "![validation curve](curve.png)" in card and (target / "curve.png").is_file()
     assert "| 200 | -35.5 |" in card and "| 1 |" not in card  # validation rows only
     assert "## Previous release" in card and "#### faces" in card and "32.3" in card

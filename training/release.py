@@ -1,7 +1,7 @@
 """Release a trained checkpoint into the zoo (a local mirror of its Hub repo).
 
 ``python -m copart_hub.training.release RUN/best --name scops_faces300w [--previous OLD]``
-copies the exported folder (card, licence, config, samples) to ``zoo/<name>/``, stores the
+copies the exported folder (card, licence, config, sample images) to ``zoo/<name>/``, stores the
 weights as float16 safetensors (half the bytes; loading casts them back to the model's
 float32), checks the reloaded model against the original, draws the validation curve of the
 run's ``metrics.jsonl`` into ``curve.png`` and puts it, and the previous release's held-out
@@ -22,10 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from copart_hub import from_pretrained
 from copart_hub.hub.card import SCORES_HEADING, replace_card_section, section_span
-from copart_hub.hub.resolve import CARD_FILES, CONFIG_NAME, REPO_ZOO_DIR, WEIGHTS_NAME
+from copart_hub.hub.resolve import CONFIG_NAME, REPO_ZOO_DIR, WEIGHTS_NAME
 
 CURVE_NAME = "curve.png"
-COPIED = (*CARD_FILES, CONFIG_NAME, "samples.png")
 
 
 def half_weights(source: Path, target: Path) -> None:
@@ -104,9 +103,9 @@ def release(
     staging = zoo / f".{name}.staging"  # written fully, then swapped in
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for file in COPIED:
-        if (folder / file).is_file():
-            shutil.copy2(folder / file, staging / file)
+    for file in folder.iterdir():  # card, licence, config, sample images
+        if file.is_file() and file.name != WEIGHTS_NAME:
+            shutil.copy2(file, staging / file.name)
     half_weights(folder / WEIGHTS_NAME, staging / WEIGHTS_NAME)
     original, reloaded = from_pretrained(folder), from_pretrained(staging)
     size = tuple(original.config.get("input_size", (64, 64)))
