@@ -73,3 +73,28 @@ def test_release_refuses_to_overwrite_and_checks_its_input(tmp_path: Path, capsy
     assert "has no model.safetensors" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         release(best, "y", zoo=zoo, previous=tmp_path / "missing")
+
+
+def test_gpu_burst_commands_and_collection(tmp_path: Path, capsys):
+    """The burst's train commands (bf16, wall-time budget, every job's overrides) and the
+    release of a finished run into ``$OUT/zoo`` with the file-size limit of the device tool."""
+    from copart_hub.training import gpu_burst
+
+    cmd = gpu_burst.command("mcs_taichi", tmp_path / "r", 7.5, 3, ["batch_size=64"])
+    assert cmd[1:4] == ["-m", "copart_hub.training.launch", "--config"]
+    for item in ("mcs_taichi", "max_minutes=7.5", "mixed_precision=bf16", "num_workers=3"):
+        assert item in cmd
+    assert "task_args.weights.flow=100" in cmd and cmd[-1] == "batch_size=64"
+    assert gpu_burst.main(["--out", str(tmp_path / "o"), "--jobs", "nope"]) == 2
+    assert "unknown jobs ['nope']" in capsys.readouterr().err
+    best = exported_run(tmp_path)
+    out = gpu_burst.collect("scops_faces300w", best.parent, tmp_path / "zoo", 2**26)
+    assert (out / "metrics.jsonl").is_file() and (out / "curve.png").is_file()
+    assert copart_hub.from_pretrained(out).config["num_parts"] == 3
+    whole = (out / "model.safetensors").read_bytes()
+    cut = gpu_burst.collect("scops_faces300w", best.parent, tmp_path / "zoo", 2**20)
+    assert not (cut / "model.safetensors").exists()
+    parts = sorted(cut.glob("model.safetensors.part*"))
+    assert len(parts) == -(-len(whole) // 2**20) and all(p.stat().st_size <= 2**20 for p in parts)
+    assert gpu_burst.main(["--join", str(cut)]) == 0
+    assert (cut / "model.safetensors").read_bytes() == whole and not list(cut.glob("*.part*"))

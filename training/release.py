@@ -128,9 +128,8 @@ def release(
             )
             insert_section(card, "## Training curve", body, before="## Training configuration")
     if previous_scores is not None and card.is_file():
-        body = (
-            "The scores of the release this one replaces, as its card gave them:\n\n"
-            + re.sub(r"^### ", "#### ", previous_scores, flags=re.MULTILINE)
+        body = "The scores of the release this one replaces, as its card gave them:\n\n" + re.sub(
+            r"^### ", "#### ", previous_scores, flags=re.MULTILINE
         )
         insert_section(card, "## Previous release", body, before="## Training configuration")
     if target.exists():
