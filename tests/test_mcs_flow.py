@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from copart_hub.training.config import load_config
 from copart_hub.training.flow import (
     FlowTargets,
     consistency_weight,
     hflip_flow,
     normalised_flow,
 )
+from copart_hub.training.launch import resolve_config
 from copart_hub.training.tasks.mcs import McsFramePairs, McsStillPairs, McsTask, PairMix
 from PIL import Image
 from torch import Tensor
 
+from copart_hub.data import shared_data_root
 from copart_hub.losses.mcs import McsLossWeights, flow_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
@@ -285,3 +288,39 @@ def test_still_images_and_flow_preset_are_checked(tmp_path: Path):
         McsTask({**base, "flow_preset": "slowest"}, seed=0)
     with pytest.raises((ValueError, FileNotFoundError), match="still_images"):
         McsTask({**base, "still_images": str(tmp_path / "missing")}, seed=0)
+
+
+HAS_FACES = (
+    shared_data_root() is not None
+    and (shared_data_root() / "faces300w").is_dir()
+    and (shared_data_root() / "talking_face").is_dir()
+)
+
+
+@pytest.mark.skipif(not HAS_FACES, reason="../shared/data faces300w / talking_face not available")
+def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_faces(tmp_path):
+    """The ``mcs_faces`` recipe at tiny sizes: talking-face clip + 300-W still pairs with flow,
+    landmark-error validation on the held-out faces, samples made from held-out faces."""
+    cfg = load_config(resolve_config("mcs_faces"), [])
+    args = {**cfg.task_args, "size": 32, "num_parts": 3, "model_kwargs": TINY_MODEL}
+    task = McsTask(args, seed=0)
+    assert task.videos[0].name == "tpsmm_driving.mp4" and task.val_protocol() == "faces300w"
+    data = task.train_dataset()
+    assert len(data) == 200 + 966  # clip pairs per epoch + one pair per training face
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in (0, 199, 200, 1165)])
+    assert batch["flow"].shape == (4, 2, 32, 32) and (batch["clip"] == -1).sum() == 2
+    torch.manual_seed(0)
+    module = task.build_model()
+    loss, logs = task.training_step(module, batch, 0)
+    assert torch.isfinite(loss) and logs["flow"] > 0
+    model = task.release_model(module).eval()
+    scores = task.validate(model)
+    assert 0 < scores["landmark_error_iod_pct"] < 200
+    assert scores["score"] == -scores["landmark_error_iod_pct"]
+    task.write_samples(model, tmp_path / "samples.png")
+    width, height = Image.open(tmp_path / "samples.png").size
+    assert width == height >= 4 * 32  # 4 held-out pairs of 4 tiles
+    info = task.card_info()
+    assert info["data_source"] == "faces300w" and "talking_face" in info["summary"]
+    with pytest.raises(ValueError, match="val_dataset"):
+        McsTask({**args, "val_dataset": "celeba"}, seed=0)

@@ -11,7 +11,10 @@ both frames, time flip, ColorJitter 0.1 with the same parameters for both frames
 from :func:`..sampling.sample_rng`. Validation (SPEC B4, adapted to the MediaPipe pseudo ground
 truth): foreground IoU on the held-out clips 12 and 13, and the sum of the 66 per-coordinate MAEs
 of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val). A
-user's videos have no ground truth: no scores, and the samples show their own clips.
+user's videos have no ground truth: no scores, and the samples show their own clips, unless
+``val_dataset`` names a protocol of ``copart-hub eval parts`` (e.g. ``faces300w`` for a face
+model trained on still-image pairs and a talking-head clip: then the samples are pairs made from
+its held-out images).
 """
 
 from __future__ import annotations
@@ -28,16 +31,15 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
-from copart_hub.data import collections
+from copart_hub.data import collections, shared_data_root
 from copart_hub.data.provenance import card_facts
 from copart_hub.data.videos import (
     TaichiClip,
-    TaichiFrames,
     find_videos,
     taichi_clips,
     taichi_frames,
 )
-from copart_hub.evaluation.parts import evaluate
+from copart_hub.evaluation.parts import DATASETS, evaluate
 from copart_hub.losses.mcs import (
     RANDOM_CHANNELS,
     McsLossWeights,
@@ -55,6 +57,8 @@ from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
 
 STILL_COLLECTIONS = {"faces300w": collections.faces300w}
+#: ``video_dir`` names of the shared data's clip folders (under ``data_root``)
+VIDEO_COLLECTIONS = {"talking_face": "talking_face"}
 CENTRE_EPS = 1e-6  # added to each part map before normalising (MCS evaluate.py)
 
 
@@ -258,6 +262,9 @@ class McsTask(Task):
         "lr": 2e-4,
         "betas": [0.5, 0.999],
         "val_every_nth_frame": 10,
+        # held-out protocol of `copart-hub eval parts` (faces300w, faces300w-zoomshift, taichi,
+        # weizmann_horse); default: taichi on Tai-Chi, none on a user's videos
+        "val_dataset": None,
     }
 
     def __init__(self, args: dict[str, Any], seed: int) -> None:
@@ -275,6 +282,9 @@ class McsTask(Task):
                 f"task_args.random_channels must be positive, got {self.args['random_channels']}"
             )
         self.check_args("file", "vgg_weights")
+        if self.args["video_dir"] in VIDEO_COLLECTIONS:
+            root = Path(self.args["data_root"] or shared_data_root() or "../shared/data")
+            self.args["video_dir"] = str(root / VIDEO_COLLECTIONS[self.args["video_dir"]])
         self.check_args("folder", "video_dir")
         self.videos: list[Path] | None = None  # the user's videos, found once
         if self.args["video_dir"]:
@@ -285,6 +295,8 @@ class McsTask(Task):
             except ValueError as err:
                 raise ValueError(f"task_args.video_dir {err}") from None
         self.check_choice("feature_net", ("random", "vgg19", "none"))
+        if self.args["val_dataset"] is not None:
+            self.check_choice("val_dataset", DATASETS)
         self.check_choice("flow_preset", DIS_PRESETS)
         still = self.args["still_images"]
         if still is not None and still not in STILL_COLLECTIONS:
@@ -295,7 +307,7 @@ class McsTask(Task):
             weights["perceptual"] = tuple(weights["perceptual"])
         self.weights = McsLossWeights(**weights)
         self._frames: dict[str, list[ClipFrames]] = {}
-        self._eval_data: tuple[TaichiFrames, TaichiFrames] | None = None
+        self._eval_data: tuple[Any, Any] | None = None
 
     # ----------------------------------------------------------------- data
     def clips(self, split: str) -> list[TaichiClip]:
@@ -399,50 +411,79 @@ class McsTask(Task):
         return loss, logs
 
     # ----------------------------------------------------------------- validation
+    def val_protocol(self) -> str | None:
+        """The ``copart-hub eval parts`` dataset validation uses (None: no scores)."""
+        return self.args["val_dataset"] or (None if self.videos else "taichi")
+
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """The Tai-Chi protocol of ``copart-hub eval parts --dataset taichi`` (``fg_iou`` against
-        the person masks, keypoint ``mae_sum`` over ``mae_coords`` coordinates) on every
-        ``val_every_nth_frame``-th frame; ``score`` = ``fg_iou``. None (``{}``) for a user's
-        videos: then the final model is the one exported."""
-        if self.videos:
+        """The held-out protocol of ``copart-hub eval parts`` (:meth:`val_protocol`): on Tai-Chi
+        ``fg_iou`` against the person masks and keypoint ``mae_sum`` over ``mae_coords``
+        coordinates on every ``val_every_nth_frame``-th frame, ``score`` = ``fg_iou``; on faces
+        the landmark error (% IOD), ``score`` = its negative. None (``{}``) for a user's videos
+        without ``val_dataset``: then the final model is the one exported."""
+        dataset = self.val_protocol()
+        if dataset is None:
             return {}
         if self._eval_data is None:
-            every, root = self.args["val_every_nth_frame"], self.args["data_root"]
-            self._eval_data = (
-                taichi_frames("train", root, every),
-                taichi_frames("val", root, every),
-            )
-        scores = evaluate(model, "taichi", data=self._eval_data)
-        return {**scores, "score": scores["fg_iou"]}
+            root = self.args["data_root"]
+            if dataset == "taichi":
+                every = self.args["val_every_nth_frame"]
+                splits = taichi_frames("train", root, every), taichi_frames("val", root, every)
+            else:
+                splits = DATASETS[dataset]("train", root), DATASETS[dataset]("val", root)
+            self._eval_data = splits
+        scores = evaluate(model, dataset, data=self._eval_data)
+        if "fg_iou" in scores:
+            return {**scores, "score": scores["fg_iou"]}
+        return {**scores, "score": -scores["landmark_error_iod_pct"]}
 
     @torch.no_grad()
     def write_samples(self, model: nn.Module, path: Path) -> None:
         """Rows of source | target | prediction | part overlay on the target, for 2 pairs (frames
-        1 s apart, or the first and last) of 2 val clips (of 2 of the user's clips)."""
+        1 s apart, or the first and last) of 2 val clips (of 2 of the user's clips), or for 4
+        still-image pairs of the held-out images of a ``val_dataset`` of images."""
         from copart_hub.visualize import contact_sheet, overlay_parts
 
         device = next(model.parameters()).device
-        clips = self.frames("val")
         tiles = []
+        for pair in self._sample_pairs():
+            x = torch.from_numpy(pair).to(device).permute(0, 3, 1, 2).float() / 255
+            out = model(x[:1], x[1:])
+            pred = (out["prediction"][0].permute(1, 2, 0).cpu().numpy() * 255).round()
+            masks = F.interpolate(out["seg_target"].masks, size=pair.shape[1:3], mode="bilinear")
+            labels = masks.argmax(1)[0].cpu().numpy()
+            target = Image.fromarray(pair[1])
+            tiles += [
+                Image.fromarray(pair[0]),
+                target,
+                Image.fromarray(pred.astype(np.uint8)),
+                overlay_parts(target, labels, num_parts=model.num_parts),
+            ]
+        contact_sheet(tiles, cols=4, cell_size=self.args["size"]).save(path)
+
+    def _sample_pairs(self) -> list[np.ndarray]:
+        """``uint8 [2, H, W, 3]`` (source, target) pairs for :meth:`write_samples`."""
+        dataset, size = self.val_protocol(), self.args["size"]
+        if dataset is not None and dataset != "taichi":
+            val = DATASETS[dataset]("val", self.args["data_root"])
+            pick = np.linspace(0, len(val.images) - 1, 4).astype(int)
+            images = [
+                np.array(val.load_image(int(i)).convert("RGB").resize((size, size))) for i in pick
+            ]
+            stills = McsStillPairs(images, seed=0, jitter=0.0, flip_p=0.0)
+            pairs = [stills[(i, 0)] for i in range(len(images))]
+            return [
+                (torch.stack([p["source"], p["target"]]).permute(0, 2, 3, 1).numpy() * 255)
+                .round()
+                .astype(np.uint8)
+                for p in pairs
+            ]
+        clips, pairs = self.frames("val"), []
         for i in np.linspace(0, len(clips) - 1, min(2, len(clips))).astype(int):
             frames = clips[i]
             for t in np.linspace(0, max(0, len(frames) - 31), 2).astype(int):
-                pair = frames[[t, min(t + 30, len(frames) - 1)]]
-                x = torch.from_numpy(pair).to(device).permute(0, 3, 1, 2).float() / 255
-                out = model(x[:1], x[1:])
-                pred = (out["prediction"][0].permute(1, 2, 0).cpu().numpy() * 255).round()
-                masks = F.interpolate(
-                    out["seg_target"].masks, size=pair.shape[1:3], mode="bilinear"
-                )
-                labels = masks.argmax(1)[0].cpu().numpy()
-                target = Image.fromarray(pair[1])
-                tiles += [
-                    Image.fromarray(pair[0]),
-                    target,
-                    Image.fromarray(pred.astype(np.uint8)),
-                    overlay_parts(target, labels, num_parts=model.num_parts),
-                ]
-        contact_sheet(tiles, cols=4, cell_size=self.args["size"]).save(path)
+                pairs.append(frames[[t, min(t + 30, len(frames) - 1)]])
+        return pairs
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
@@ -450,8 +491,24 @@ class McsTask(Task):
             "Motion-supervised co-part segmentation (segmenter + generator) trained {} "
             "`segmenter_only()` gives the part segmenter."
         )
-        if self.videos:
+        if a["still_images"] in STILL_COLLECTIONS:
+            name = a["still_images"]
+            videos = f"the videos of {a['video_dir']}" if self.videos else "Tai-Chi clips"
             facts: dict[str, Any] = {
+                **card_facts(name),
+                "summary": summary.format(
+                    f"from scratch on frame pairs made from {name} images (random TPS + "
+                    f"similarity warps, with their exact flow) and on {videos};"
+                ),
+                "data_source": name,
+                "limitations": (
+                    "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on CPU; "
+                    "most pairs are synthetic warps of still images, so large real motions "
+                    "(head turns, open mouths) are rarer in training than in video."
+                ),
+            }
+        elif self.videos:
+            facts = {
                 "summary": summary.format(f"on the videos of {a['video_dir']};"),
                 "data": f"{len(self.videos)} videos in {a['video_dir']}",
                 "data_licence": "the user's data",
