@@ -54,8 +54,13 @@ JOBS: dict[str, tuple[str, list[str]]] = {
             "batch_size=32",
         ],
     ),
+    "mcs_faces": ("mcs_faces", ["batch_size=32"]),
 }
-SCORE_KEYS = {"scops_faces300w": "landmark_error_iod_pct", "mcs_taichi": "fg_iou"}
+SCORE_KEYS = {
+    "scops_faces300w": "landmark_error_iod_pct",
+    "mcs_taichi": "fg_iou",
+    "mcs_faces": "landmark_error_iod_pct",
+}
 
 
 def command(job: str, run_dir: Path, minutes: float, workers: int, extra: list[str]) -> list[str]:
