@@ -324,3 +324,33 @@ def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_fac
     assert info["data_source"] == "faces300w" and "talking_face" in info["summary"]
     with pytest.raises(ValueError, match="val_dataset"):
         McsTask({**args, "val_dataset": "celeba"}, seed=0)
+
+
+def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
+    """ "Flow first, then both": before ``flow_only_steps`` the generator gets no gradient and
+    the reconstruction is not computed; after it, both are trained."""
+    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
+    args = {
+        "video_dir": str(tmp_path / "videos"),
+        "size": 32,
+        "num_parts": 3,
+        "repeats": 4,
+        "weights": {"flow": 10.0},
+        "flow_only_steps": 5,
+        "model_kwargs": TINY_MODEL,
+    }
+    task = McsTask(args, seed=0)
+    module = task.build_model()
+    data = task.train_dataset()
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(2)])
+    generator = task.release_model(module).generator
+    for step, trained in ((4, False), (5, True)):
+        module.zero_grad(set_to_none=True)
+        loss, logs = task.training_step(module, batch, step)
+        loss.backward()
+        assert (logs["reconstruction"] > 0) == trained and logs["flow"] > 0
+        assert (generator.final.weight.grad is not None) == trained
+        assert task.release_model(module).segmenter.shift_head.weight.grad.abs().sum() > 0
+    for bad in ({"flow_only_steps": 5, "weights": {}}, {"flow_only_steps": -1}):
+        with pytest.raises(ValueError, match="flow_only_steps"):
+            McsTask({**args, **bad}, seed=0)

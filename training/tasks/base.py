@@ -37,6 +37,7 @@ def _pair(v: Any) -> bool:
 #: rules of :meth:`Task.check_args`: name -> (test, what the value must be)
 ARG_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "positive_int": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "non_negative_int": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "positive": (lambda v: _number(v) and v > 0, "a positive number"),
     "non_negative": (lambda v: _number(v) and v >= 0, "a number >= 0"),
     "fraction": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),

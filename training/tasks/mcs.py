@@ -47,7 +47,7 @@ from copart_hub.losses.mcs import (
     equivariance_losses,
     flow_loss,
 )
-from copart_hub.models.mcs import MCSModel, MCSSegmentation
+from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
 
@@ -226,12 +226,18 @@ class McsModule(nn.Module):
         super().__init__()
         self.model, self.perceptual = model, perceptual
 
-    def forward(self, source: Tensor, target: Tensor, transformed: Tensor) -> dict[str, Any]:
-        """One pass (DDP-safe): segment S, T and the warped T together, reconstruct T from S."""
+    def forward(
+        self, source: Tensor, target: Tensor, transformed: Tensor, reconstruct: bool = True
+    ) -> dict[str, Any]:
+        """One pass (DDP-safe): segment S, T and the warped T together, reconstruct T from S
+        (without ``reconstruct``, only the part-motion ``grid``: the generator is not run)."""
         seg_s, seg_t, seg_tt = _split_segmentation(
             self.model.segmenter.segment(torch.cat([source, target, transformed])), 3
         )
-        out: dict[str, Any] = dict(self.model.generator(source, seg_s, seg_t))
+        if reconstruct:
+            out: dict[str, Any] = dict(self.model.generator(source, seg_s, seg_t))
+        else:
+            out = {"grid": part_motion_grid(seg_t, seg_s)}
         out.update(seg_source=seg_s, seg_target=seg_t, seg_transformed=seg_tt)
         return out
 
@@ -259,6 +265,9 @@ class McsTask(Task):
         "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
         "still_images": None,  # pairs from still images too: faces300w or a folder of images
         "weights": {},
+        # the first steps train the segmenter on flow + equivariance alone (no generator, no
+        # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
+        "flow_only_steps": 0,
         "lr": 2e-4,
         "betas": [0.5, 0.999],
         "val_every_nth_frame": 10,
@@ -275,6 +284,7 @@ class McsTask(Task):
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
         self.check_args("positive", "lr")
         self.check_args("non_negative", "jitter")
+        self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_args("ints", "train_clips", "random_channels")
         if any(c < 1 for c in self.args["random_channels"]):
@@ -306,6 +316,8 @@ class McsTask(Task):
         if "perceptual" in weights:
             weights["perceptual"] = tuple(weights["perceptual"])
         self.weights = McsLossWeights(**weights)
+        if self.args["flow_only_steps"] and self.weights.flow <= 0:
+            raise ValueError("task_args.flow_only_steps needs task_args.weights.flow > 0")
         self._frames: dict[str, list[ClipFrames]] = {}
         self._eval_data: tuple[Any, Any] | None = None
 
@@ -387,15 +399,21 @@ class McsTask(Task):
         self, module: nn.Module, batch: dict[str, Tensor], step: int
     ) -> tuple[Tensor, dict[str, float]]:
         """Perceptual pyramid of the reconstructed target plus shift/affine equivariance under a
-        random MCS transform of the target (border padding) drawn from ``(seed, step)``."""
+        random MCS transform of the target (border padding) drawn from ``(seed, step)``, plus
+        the flow term when ``weights.flow > 0``; before ``flow_only_steps`` no reconstruction
+        (logged as 0)."""
         inner = module.module if hasattr(module, "module") else module  # DDP wrapper
         source, target = batch["source"], batch["target"]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         transform = random_mcs_tps(
             target.shape[0], generator=generator, device=target.device, dtype=target.dtype
         )
-        out = module(source, target, transform.warp(target, padding_mode="border"))
-        reconstruction = inner.perceptual(out["prediction"], target)
+        reconstruct = step >= self.args["flow_only_steps"]
+        out = module(source, target, transform.warp(target, padding_mode="border"), reconstruct)
+        if reconstruct:
+            reconstruction = inner.perceptual(out["prediction"], target)
+        else:
+            reconstruction = torch.zeros((), device=target.device)
         shift, affine = equivariance_losses(out["seg_target"], out["seg_transformed"], transform)
         flow = None
         if self.weights.flow > 0:
