@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import copart_hub
@@ -447,3 +448,24 @@ def test_short_training_lowers_reconstruction_loss():
     with torch.no_grad():
         after = reconstruction(model(source, target)["prediction"], target).item()
     assert after < 0.8 * before
+
+
+def test_ssim_pyramid_penalises_blur_more_than_a_brightness_shift():
+    """The SSIM term (``feature_net="none", ssim_weight``) scores a blurred prediction far
+    worse than a brightness shift of the same L1 error, which the pixel pyramid does not."""
+    from kornia.filters import gaussian_blur2d
+
+    torch.manual_seed(0)
+    target = F.interpolate(torch.rand(1, 3, 16, 16), size=64, mode="bicubic").clamp(0, 1)
+    blur = gaussian_blur2d(target, (7, 7), (1.5, 1.5))
+    shift = (target + (blur - target).abs().mean()).clamp(0, 1)
+    ssim = PerceptualPyramid("none", pixel_weight=0, ssim_weight=1)
+    pixel = PerceptualPyramid("none", pixel_weight=1)
+    assert ssim(target, target).item() < 1e-6
+    assert ssim(blur, target) > 3 * ssim(shift, target)
+    assert pixel(blur, target) < pixel(shift, target)
+    prediction = blur.clone().requires_grad_()
+    ssim(prediction, target).backward()
+    assert prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="ssim_weight > 0"):
+        PerceptualPyramid("none", pixel_weight=0)

@@ -8,7 +8,8 @@ The official reconstruction loss is an ImageNet VGG-19 pyramid, which is not ava
   random conv features give a usable perceptual signal without any pretrained weights.
 * ``"vgg19"``: torchvision VGG-19 relu1_1..relu5_1 with ImageNet normalisation, read from a
   local weight file the user provides; nothing is ever downloaded.
-* ``"none"``: no features; with ``pixel_weight > 0`` a plain L1 pyramid on pixels.
+* ``"none"``: no features; with ``pixel_weight > 0`` a plain L1 pyramid on pixels, and/or with
+  ``ssim_weight > 0`` a structural-similarity (SSIM, kornia) pyramid.
 * or any ``nn.Module`` mapping ``[B, 3, H, W]`` in [0, 1] to a list of feature maps (or one
   map), e.g. a frozen timm ``features_only`` model with its own normalisation.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from kornia.losses import ssim_loss
 from torch import Tensor, nn
 
 from ..models.mcs import MCSSegmentation
@@ -43,11 +45,13 @@ class McsLossWeights:
 
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
-    random-feature default, as is ``flow`` (:func:`flow_loss`; 0 = off, the official setting).
+    random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`) and
+    ``flow`` (:func:`flow_loss`; 0 = off, the official setting).
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
     pixel: float = 10.0
+    ssim: float = 0.0
     equivariance_shift: float = 10.0
     equivariance_affine: float = 10.0
     flow: float = 0.0
@@ -144,7 +148,8 @@ class PerceptualPyramid(nn.Module):
     """``sum_s [ w_px mean|P_s - T_s| + sum_l w_l mean|phi_l(P_s) - phi_l(T_s)| ]`` -> scalar.
 
     ``P_s`` / ``T_s``: prediction / target at each scale (anti-aliased, built from the full
-    images); the target is detached and its features computed without gradient.
+    images); the target is detached and its features computed without gradient. With
+    ``ssim_weight``, ``+ w_ssim (1 - SSIM(P_s, T_s)) / 2`` per scale (``ssim_window`` px).
 
     Args:
         feature_net: ``"random"``, ``"vgg19"``, ``"none"`` or a module (see the module docs).
@@ -152,6 +157,7 @@ class PerceptualPyramid(nn.Module):
         scales: pyramid scales (official 1, 0.5, 0.25, 0.125).
         layer_weights: one weight per feature map (official: five times 10).
         pixel_weight: weight of the pixel L1 term (0 disables it).
+        ssim_weight, ssim_window: weight (0 disables it) and window of the SSIM term.
         random_channels, seed: widths and seed of the ``"random"`` net.
         border: padding of the anti-aliasing blur.
     """
@@ -164,6 +170,8 @@ class PerceptualPyramid(nn.Module):
         scales: Sequence[float] = PYRAMID_SCALES,
         layer_weights: Sequence[float] = McsLossWeights.perceptual,
         pixel_weight: float = McsLossWeights.pixel,
+        ssim_weight: float = McsLossWeights.ssim,
+        ssim_window: int = 5,
         random_channels: Sequence[int] = RANDOM_CHANNELS,
         seed: int = 0,
         border: Border = "replicate",
@@ -184,8 +192,8 @@ class PerceptualPyramid(nn.Module):
                 raise ValueError(f"VGG-19 has 5 feature layers, got {len(layer_weights)} weights")
             self.features = vgg19_feature_net(vgg_weights)
         elif feature_net == "none":
-            if pixel_weight <= 0:
-                raise ValueError("feature_net='none' needs pixel_weight > 0")
+            if pixel_weight <= 0 and ssim_weight <= 0:
+                raise ValueError("feature_net='none' needs pixel_weight > 0 or ssim_weight > 0")
             self.features = None
         else:
             raise ValueError(
@@ -194,6 +202,7 @@ class PerceptualPyramid(nn.Module):
         self.scales = tuple(scales)
         self.layer_weights = tuple(layer_weights)
         self.pixel_weight = pixel_weight
+        self.ssim_weight, self.ssim_window = ssim_weight, ssim_window
         self.border = border
 
     def train(self, mode: bool = True) -> PerceptualPyramid:
@@ -222,6 +231,8 @@ class PerceptualPyramid(nn.Module):
         for pred, tgt in pyramids:
             if self.pixel_weight:
                 total = total + self.pixel_weight * (pred - tgt).abs().mean()
+            if self.ssim_weight:
+                total = total + self.ssim_weight * ssim_loss(pred, tgt, self.ssim_window)
             if self.features is None:
                 continue
             with torch.no_grad():

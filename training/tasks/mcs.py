@@ -351,6 +351,7 @@ class McsTask(Task):
             vgg_weights=a["vgg_weights"],
             layer_weights=self.weights.perceptual,
             pixel_weight=self.weights.pixel,
+            ssim_weight=self.weights.ssim,
             random_channels=tuple(a["random_channels"]),
         )
         return McsModule(model, perceptual)
