@@ -133,10 +133,10 @@ def test_consistency_weight_masks_where_the_flows_disagree():
     forward = np.zeros((6, 8, 2), np.float32)
     forward[..., 0] = 2.0
     backward = -forward.copy()
-    assert consistency_weight(forward, backward).all()
+    assert consistency_weight(forward, backward)[:, :6].all()  # columns 6-7 land outside
     backward[:, :4] = 0.0  # where forward lands in columns < 4 (x < 2) it is not undone
     weight = consistency_weight(forward, backward)
-    assert not weight[:, :2].any() and weight[:, 3:].all()
+    assert not weight[:, :2].any() and weight[:, 3:6].all()
     unrelated = FlowTargets("medium")("pair", textured(64, 64, 5), textured(64, 64, 6))[1]
     assert unrelated.mean() < 0.5
 
@@ -303,6 +303,8 @@ def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_fac
     landmark-error validation on the held-out faces, samples made from held-out faces."""
     cfg = load_config(resolve_config("mcs_faces"), [])
     args = {**cfg.task_args, "size": 32, "num_parts": 3, "model_kwargs": TINY_MODEL}
+    assert args["still_foreground"] == "boundary"
+    args["still_foreground"] = "none"  # the saliency of 966 faces takes a minute
     task = McsTask(args, seed=0)
     assert task.videos[0].name == "tpsmm_driving.mp4" and task.val_protocol() == "faces300w"
     data = task.train_dataset()
@@ -354,3 +356,49 @@ def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
     for bad in ({"flow_only_steps": 5, "weights": {}}, {"flow_only_steps": -1}):
         with pytest.raises(ValueError, match="flow_only_steps"):
             McsTask({**args, **bad}, seed=0)
+
+
+def test_still_pair_moves_only_the_foreground_in_front_of_a_static_background():
+    image = textured(40, 40, 7)
+    foreground = np.zeros((40, 40), np.uint8)
+    foreground[10:30, 10:30] = 255
+    data = McsStillPairs([image], [foreground], seed=0, jitter=0.0, flip_p=0.0)
+    item = data[(0, 3)]
+    still = item["flow"].abs().sum(0) == 0  # where nothing moves ...
+    assert still[:3].all() and still[:, :3].all() and still.float().mean() > 0.3
+    assert torch.equal(item["target"][:, still], item["source"][:, still])  # ... T = S
+    moving = item["flow"].abs().sum(0) > 0
+    assert moving[15:25, 15:25].all()
+    warped = warp_by_flow(item["source"], item["flow"])
+    assert (warped - item["target"]).abs().amax(0)[item["flow_weight"][0] > 0].max() < 0.05
+    with pytest.raises(ValueError, match="2 foreground maps for 1 images"):
+        McsStillPairs([image], [foreground, foreground])
+    with pytest.raises(ValueError, match="foreground"):
+        McsStillPairs([image], [foreground[:20]])[(0, 0)]
+
+
+def test_flow_inputs_are_checked_and_the_cache_can_be_off():
+    target, source, flow = two_part_scene()
+    grid = part_motion_grid(target, source)
+    with pytest.raises(ValueError, match="weight must be"):
+        flow_loss(grid, flow, torch.ones(1, 16, 16))
+    with pytest.raises(ValueError, match="flow"):
+        flow_loss(grid, flow.expand(2, -1, -1, -1))
+    off = FlowTargets("ultrafast", cache_size=0)
+    a, b = textured(32, 32, 1), textured(32, 32, 2)
+    first, again = off("k", a, b), off("k", a, b)
+    assert (off.computed, off.reused) == (2, 0) and torch.equal(first[0], again[0])
+    with pytest.raises(ValueError, match="cache_size"):
+        FlowTargets(cache_size=-1)
+    forward = np.full((4, 6, 2), 0.0, np.float32)
+    forward[..., 0] = 3.0  # columns 3-5 land outside the 6-wide frame
+    assert consistency_weight(forward, -forward)[:, :3].all()
+    assert not consistency_weight(forward, -forward)[:, 3:].any()
+
+
+def test_negative_or_non_numeric_loss_weights_are_refused(tmp_path: Path):
+    write_panning_clip(tmp_path / "a.mp4", frames=3)
+    base = {"video_dir": str(tmp_path), "size": 32, "model_kwargs": TINY_MODEL}
+    for weights in ({"flow": -1.0}, {"ssim": "high"}, {"perceptual": [1, -1, 1, 1, 1]}):
+        with pytest.raises(ValueError, match="numbers >= 0"):
+            McsTask({**base, "weights": weights}, seed=0)

@@ -222,8 +222,7 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     """``grabcut`` gives a binary map on the object, ``boundary`` a soft one, ``masks`` reads
     the user's file; each source is computed once and then read from the ``datasets`` cache."""
     import numpy as np
-    from copart_hub.training.data import image_rows
-    from copart_hub.training.tasks.scops import add_foreground
+    from copart_hub.training.data import add_foreground, image_rows
     from PIL import Image
 
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
@@ -254,8 +253,7 @@ def test_user_folder_is_read_recursively_with_masks_from_metadata(tmp_path, monk
     import json
 
     import numpy as np
-    from copart_hub.training.data import image_rows
-    from copart_hub.training.tasks.scops import add_foreground
+    from copart_hub.training.data import add_foreground, image_rows
     from PIL import Image
 
     monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from copart_hub.data import bsds500
 from copart_hub.data.videos import read_video
+from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 #: part of every video cache key: bump it when the stored frames change for the same inputs
 VIDEO_CACHE_VERSION = 1
@@ -28,6 +30,35 @@ def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> 
         return datasets.load_dataset("imagefolder", data_dir=str(data_dir), split="train")
     files = {"train": [str(p) for p in paths or []]}
     return datasets.load_dataset("imagefolder", data_files=files, split="train")
+
+
+def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
+    """``rows`` with a ``foreground`` map per image (grey PNG), computed once and cached by
+    ``datasets`` (the fingerprint covers the images, the source and ``mask_dir``).
+
+    ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
+    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
+    """
+
+    def foreground(row: dict[str, Any]) -> dict[str, Any]:
+        image = np.array(row["image"].convert("RGB"))
+        if saliency in FOREGROUND_METHODS:
+            fg = unsupervised_foreground(image, saliency)
+        elif saliency == "masks":
+            mask = row.get("mask")
+            if mask is None:
+                stem = Path(row["image"].filename).stem
+                matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
+                if not matches:
+                    raise FileNotFoundError(f"no mask for {stem} in {mask_dir}")
+                mask = Image.open(matches[0])
+            mask = mask.convert("L").resize(image.shape[1::-1])
+            fg = np.asarray(mask, dtype=np.float32) / 255
+        else:
+            fg = np.ones(image.shape[:2], dtype=np.float32)
+        return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
+
+    return rows.map(foreground, desc=f"foreground ({saliency})")
 
 
 def bsds500_dataset(

@@ -32,19 +32,16 @@ def consistency_weight(
     forward: np.ndarray, backward: np.ndarray, alpha: float = 0.01, beta: float = 0.5
 ) -> np.ndarray:
     """``[H, W]`` float32: 1 where the flow ``forward`` (``[H, W, 2]`` px, frame a -> b) is undone
-    by ``backward`` (b -> a) taken at ``z + forward(z)``, up to ``alpha |f|^2 + beta`` px^2."""
+    by ``backward`` (b -> a) taken at ``z + forward(z)``, up to ``alpha |f|^2 + beta`` px^2,
+    and ``z + forward(z)`` lies inside the frame."""
     h, w = forward.shape[:2]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    back = cv2.remap(
-        backward,
-        xs + forward[..., 0],
-        ys + forward[..., 1],
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+    x, y = xs + forward[..., 0], ys + forward[..., 1]
+    back = cv2.remap(backward, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     error = ((forward + back) ** 2).sum(-1)
     bound = alpha * ((forward**2).sum(-1) + (back**2).sum(-1)) + beta
-    return (error <= bound).astype(np.float32)
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)  # lands in the other frame
+    return ((error <= bound) & inside).astype(np.float32)
 
 
 def hflip_flow(flow: Tensor) -> Tensor:
@@ -67,6 +64,8 @@ class FlowTargets:
     def __init__(self, preset: str = "medium", cache_size: int = 2048) -> None:
         if preset not in DIS_PRESETS:
             raise ValueError(f"flow preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.preset, self.cache_size = preset, cache_size
         self._dis: cv2.DISOpticalFlow | None = None  # built lazily: not picklable
         self._cache: OrderedDict[Hashable, Tensor] = OrderedDict()
@@ -81,12 +80,15 @@ class FlowTargets:
         if key in self._cache:
             self._cache.move_to_end(key)
             self.reused += 1
+            both = self._cache[key]
         else:
-            self._cache[key] = self._estimate(source, target)
+            both = self._estimate(source, target)
             self.computed += 1
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        both = self._cache[key].float()  # float16 in the cache: every call gives the same
+            if self.cache_size:
+                self._cache[key] = both
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        both = both.float()  # float16, cached or not: every call gives the same
         return both[:2], both[2:]
 
     def _estimate(self, source: np.ndarray, target: np.ndarray) -> Tensor:

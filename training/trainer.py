@@ -188,7 +188,7 @@ class Trainer:
             sampler=self.sampler,
             drop_last=True,
             num_workers=cfg.num_workers,
-            persistent_workers=False,
+            persistent_workers=cfg.num_workers > 0,  # workers keep their caches (MCS flow)
         )
         pairs = self.task.build_optimizers(model, cfg.max_steps)
         self.schedulers = [s for _, s in pairs if s is not None]

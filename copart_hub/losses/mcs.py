@@ -149,7 +149,8 @@ class PerceptualPyramid(nn.Module):
 
     ``P_s`` / ``T_s``: prediction / target at each scale (anti-aliased, built from the full
     images); the target is detached and its features computed without gradient. With
-    ``ssim_weight``, ``+ w_ssim (1 - SSIM(P_s, T_s)) / 2`` per scale (``ssim_window`` px).
+    ``ssim_weight``, ``+ w_ssim (1 - SSIM(P_s, T_s)) / 2`` per scale (``ssim_window`` px;
+    scales not larger than the window are skipped).
 
     Args:
         feature_net: ``"random"``, ``"vgg19"``, ``"none"`` or a module (see the module docs).
@@ -231,8 +232,10 @@ class PerceptualPyramid(nn.Module):
         for pred, tgt in pyramids:
             if self.pixel_weight:
                 total = total + self.pixel_weight * (pred - tgt).abs().mean()
-            if self.ssim_weight:
-                total = total + self.ssim_weight * ssim_loss(pred, tgt, self.ssim_window)
+            if self.ssim_weight and min(pred.shape[-2:]) > self.ssim_window:  # not on tiny maps
+                with torch.autocast(pred.device.type, enabled=False):  # E[x^2] - mu^2 in fp32
+                    ssim = ssim_loss(pred.float(), tgt.float(), self.ssim_window)
+                total = total + self.ssim_weight * ssim
             if self.features is None:
                 continue
             with torch.no_grad():
@@ -274,14 +277,26 @@ def flow_loss(
             ``(x, y)`` in [-1, 1], :func:`~copart_hub.models.mcs.part_motion_grid`).
         flow: ``[B, 2, H, W]`` target -> source displacement in the same normalised units
             (``2 / (W - 1)`` per pixel in x, ``2 / (H - 1)`` in y), e.g. a classical optical
-            flow; area-averaged to ``h x w`` (background included: there it is ~0).
+            flow; area-averaged to ``h x w`` (background included: in MCS's model the
+            background is static, so its flow should be ~0).
         weight: optional ``[B, 1, H, W]`` per-pixel confidence, resized the same way.
         eps: Charbonnier smoothing, in normalised units.
     """
-    if grid.ndim != 4 or grid.shape[-1] != 2 or flow.ndim != 4 or flow.shape[1] != 2:
+    if (
+        grid.ndim != 4
+        or grid.shape[-1] != 2
+        or flow.ndim != 4
+        or flow.shape[1] != 2
+        or flow.shape[0] != grid.shape[0]
+    ):
         raise ValueError(
             f"grid must be [B, h, w, 2] and flow [B, 2, H, W], got {tuple(grid.shape)} and "
             f"{tuple(flow.shape)}"
+        )
+    if weight is not None and weight.shape != (flow.shape[0], 1, *flow.shape[-2:]):
+        raise ValueError(
+            f"weight must be [B, 1, H, W] = {(flow.shape[0], 1, *flow.shape[-2:])}, got "
+            f"{tuple(weight.shape)}"
         )
     _, h, w, _ = grid.shape
     z = coordinate_grid(h, w, "inclusive", grid.device, grid.dtype)

@@ -19,6 +19,7 @@ its held-out images).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,8 +51,9 @@ from copart_hub.losses.mcs import (
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
+from copart_hub.saliency import FOREGROUND_METHODS
 
-from ..data import ClipFrames, image_rows, video_frames
+from ..data import ClipFrames, add_foreground, image_rows, video_frames
 from ..flow import DIS_PRESETS, FlowTargets, hflip_flow
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
@@ -138,15 +140,21 @@ class McsFramePairs(Dataset):
 class McsStillPairs(Dataset):
     """``(index, epoch)`` -> a frame pair made from one still image: the source is the image
     (mirrored with ``flip_p``), the target is the source warped by a random TPS with a
-    similarity part (:func:`random_scops_tps`, moderate ranges), so ``target(z) =
-    source(T(z))`` and the exact flow ``T(z) - z`` comes with it (``flow``, ``[2, H, W]``), with
-    ``flow_weight`` 0 where ``T(z)`` leaves the source frame. Both frames get the same colour
-    jitter. Items have the keys of :class:`McsFramePairs` (``clip`` = -1, ``times`` = (0, 0)).
+    similarity part (:func:`random_scops_tps`, moderate ranges), ``target(z) = source(T(z))``,
+    and the exact flow ``T(z) - z`` comes with it (``flow``, ``[2, H, W]``).
+
+    With ``foregrounds`` (one ``[H, W]`` map in [0, 1] per image), only the foreground moves, in
+    front of the static source background that MCS's model assumes (SPEC A2.3): with the warped
+    map ``m``, ``target = m source(T(z)) + (1 - m) source(z)`` and ``flow = m (T(z) - z)``.
+    ``flow_weight`` is 0 where the moving part samples outside the source frame. Both frames get
+    the same colour jitter. Items have the keys of :class:`McsFramePairs` (``clip`` = -1,
+    ``times`` = (0, 0)).
     """
 
     def __init__(
         self,
         images: list[np.ndarray],
+        foregrounds: list[np.ndarray] | None = None,
         seed: int = 0,
         jitter: float = 0.1,
         flip_p: float = 0.5,
@@ -157,7 +165,10 @@ class McsStillPairs(Dataset):
     ) -> None:
         if not images:
             raise ValueError("need at least one image")
-        self.images, self.seed, self.jitter, self.flip_p = images, seed, jitter, flip_p
+        if foregrounds is not None and len(foregrounds) != len(images):
+            raise ValueError(f"{len(foregrounds)} foreground maps for {len(images)} images")
+        self.images, self.foregrounds = images, foregrounds
+        self.seed, self.jitter, self.flip_p = seed, jitter, flip_p
         self.warp = {
             "max_rotation_deg": max_rotation_deg,
             "scale_range": scale_range,
@@ -172,15 +183,29 @@ class McsStillPairs(Dataset):
         index, epoch = key
         rng = sample_rng(self.seed, epoch, index)
         source = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1).float() / 255
+        h, w = source.shape[-2:]
+        if self.foregrounds is None:
+            foreground = torch.ones(1, h, w)
+        else:
+            fg = np.asarray(self.foregrounds[index])
+            if fg.shape != (h, w):
+                raise ValueError(f"foreground {fg.shape} != image {(h, w)}")
+            scale = 255.0 if fg.dtype == np.uint8 else 1.0
+            foreground = torch.as_tensor(fg, dtype=torch.float32)[None] / scale
         if rng.random() < self.flip_p:
-            source = source.flip(-1)
+            source, foreground = source.flip(-1), foreground.flip(-1)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         transform = random_scops_tps(1, generator=generator, **self.warp)
-        h, w = source.shape[-2:]
         grid = transform.grid(h, w)  # [1, H, W, 2]: T(z), inclusive
-        target = transform.warp(source[None], padding_mode="border")[0]
-        flow = (grid - coordinate_grid(h, w, "inclusive"))[0].permute(2, 0, 1)
+        warped = transform.warp(source[None], padding_mode="border")[0]
         inside = (grid.abs() <= 1).all(-1).float()  # [1, H, W]
+        if self.foregrounds is None:
+            moving = foreground[None]
+        else:
+            moving = transform.warp(foreground[None], padding_mode="zeros")
+        moving = moving[0]  # [1, H, W]: the warped foreground (zero outside the frame)
+        target = moving * warped + (1 - moving) * source
+        flow = moving * (grid - coordinate_grid(h, w, "inclusive"))[0].permute(2, 0, 1)
         pair = torch.stack([source, target])
         if self.jitter > 0:
             pair = _jitter(pair, rng, self.jitter)
@@ -191,7 +216,7 @@ class McsStillPairs(Dataset):
             "times": torch.zeros(2, dtype=torch.int64),
             "time_flip": False,
             "flow": flow.contiguous(),
-            "flow_weight": inside,
+            "flow_weight": 1 - moving * (1 - inside),
         }
 
 
@@ -211,6 +236,10 @@ class PairMix(Dataset):
         part = int(np.searchsorted(self.offsets, index, side="right")) - 1
         item = self.parts[part][(index - int(self.offsets[part]), epoch)]
         return {k: v for k, v in item.items() if k not in self.drop}
+
+
+def _number_at_least_0(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0
 
 
 def _split_segmentation(seg: MCSSegmentation, chunks: int) -> list[MCSSegmentation]:
@@ -264,6 +293,9 @@ class McsTask(Task):
         "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
         "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
         "still_images": None,  # pairs from still images too: faces300w or a folder of images
+        # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
+        # front of a static background, or "none" (the whole image)
+        "still_foreground": "boundary",
         "weights": {},
         # the first steps train the segmenter on flow + equivariance alone (no generator, no
         # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
@@ -308,6 +340,7 @@ class McsTask(Task):
         if self.args["val_dataset"] is not None:
             self.check_choice("val_dataset", DATASETS)
         self.check_choice("flow_preset", DIS_PRESETS)
+        self.check_choice("still_foreground", (*FOREGROUND_METHODS, "none"))
         still = self.args["still_images"]
         if still is not None and still not in STILL_COLLECTIONS:
             self.check_args("folder", "still_images")
@@ -315,9 +348,21 @@ class McsTask(Task):
         weights = dict(self.args["weights"])
         if "perceptual" in weights:
             weights["perceptual"] = tuple(weights["perceptual"])
+        bad = {
+            k: v
+            for k, v in weights.items()
+            if not all(_number_at_least_0(x) for x in (v if isinstance(v, tuple) else (v,)))
+        }
+        if bad:
+            raise ValueError(f"task_args.weights must be numbers >= 0, got {bad}")
         self.weights = McsLossWeights(**weights)
         if self.args["flow_only_steps"] and self.weights.flow <= 0:
             raise ValueError("task_args.flow_only_steps needs task_args.weights.flow > 0")
+        if self.args["flow_only_steps"] and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                "task_args.flow_only_steps leaves the generator unused, which DDP (several "
+                "processes) does not allow: train the flow-only steps in one process"
+            )
         self._frames: dict[str, list[ClipFrames]] = {}
         self._eval_data: tuple[Any, Any] | None = None
 
@@ -359,9 +404,10 @@ class McsTask(Task):
     def release_model(self, module: nn.Module) -> MCSModel:
         return module.model
 
-    def still_images(self) -> list[np.ndarray]:
+    def still_images(self) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """The ``size x size`` RGB images of ``still_images`` (a collection's train split or
-        every image under a folder, recursive)."""
+        every image under a folder, recursive) and their ``still_foreground`` maps (uint8;
+        None for ``none``), computed once and cached by ``datasets``."""
         a, size = self.args, self.args["size"]
         name = a["still_images"]
         if name in STILL_COLLECTIONS:
@@ -369,10 +415,16 @@ class McsTask(Task):
             rows = image_rows(paths=paths)
         else:
             rows = image_rows(data_dir=name)
-        return [
-            np.array(row["image"].convert("RGB").resize((size, size), Image.BILINEAR))
-            for row in rows
-        ]
+        method = a["still_foreground"]
+        if method != "none":
+            rows = add_foreground(rows, method, None)
+        images, foregrounds = [], []
+        for row in rows:
+            image = row["image"].convert("RGB").resize((size, size), Image.BILINEAR)
+            images.append(np.array(image))
+            if method != "none":
+                foregrounds.append(np.array(row["foreground"].resize((size, size), Image.BILINEAR)))
+        return images, foregrounds if method != "none" else None
 
     def train_dataset(self) -> Dataset:
         """Video frame pairs (with DIS flow targets when ``weights.flow > 0``), plus still-image
@@ -384,7 +436,8 @@ class McsTask(Task):
         )
         if a["still_images"] is None:
             return videos
-        stills = McsStillPairs(self.still_images(), self.seed, a["jitter"])
+        images, foregrounds = self.still_images()
+        stills = McsStillPairs(images, foregrounds, self.seed, a["jitter"])
         if flow is None:
             return PairMix([videos, stills], drop=("flow", "flow_weight"))
         return PairMix([videos, stills])
@@ -489,7 +542,7 @@ class McsTask(Task):
             images = [
                 np.array(val.load_image(int(i)).convert("RGB").resize((size, size))) for i in pick
             ]
-            stills = McsStillPairs(images, seed=0, jitter=0.0, flip_p=0.0)
+            stills = McsStillPairs(images, seed=0, jitter=0.0, flip_p=0.0)  # whole image moves
             pairs = [stills[(i, 0)] for i in range(len(images))]
             return [
                 (torch.stack([p["source"], p["target"]]).permute(0, 2, 3, 1).numpy() * 255)

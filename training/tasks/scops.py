@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, sobel, spatial_gradient
-from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -51,42 +50,13 @@ from copart_hub.models.backbone import TimmBackbone
 from copart_hub.ops.coordinates import concentration_loss
 from copart_hub.ops.warps import random_scops_tps
 from copart_hub.processing import upsample_logits
-from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
+from copart_hub.saliency import FOREGROUND_METHODS
 
-from ..data import image_rows
+from ..data import add_foreground, image_rows
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
 
 COLLECTIONS = {"faces300w": collections.faces300w, "weizmann_horse": collections.weizmann_horses}
-
-
-def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
-    """``rows`` with a ``foreground`` map per image (grey PNG), computed once and cached by
-    ``datasets`` (the fingerprint covers the images, the source and ``mask_dir``).
-
-    ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
-    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
-    """
-
-    def foreground(row: dict[str, Any]) -> dict[str, Any]:
-        image = np.array(row["image"].convert("RGB"))
-        if saliency in FOREGROUND_METHODS:
-            fg = unsupervised_foreground(image, saliency)
-        elif saliency == "masks":
-            mask = row.get("mask")
-            if mask is None:
-                stem = Path(row["image"].filename).stem
-                matches = sorted(Path(mask_dir).glob(stem + ".*")) if mask_dir else []
-                if not matches:
-                    raise FileNotFoundError(f"no mask for {stem} in {mask_dir}")
-                mask = Image.open(matches[0])
-            mask = mask.convert("L").resize(image.shape[1::-1])
-            fg = np.asarray(mask, dtype=np.float32) / 255
-        else:
-            fg = np.ones(image.shape[:2], dtype=np.float32)
-        return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
-
-    return rows.map(foreground, desc=f"foreground ({saliency})")
 
 
 class ScopsImages(Dataset):
