@@ -23,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from copart_hub.data import shared_data_root
+from copart_hub.data.provenance import licence_text
 from copart_hub.losses.mcs import McsLossWeights, flow_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
@@ -323,7 +324,11 @@ def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_fac
     width, height = Image.open(tmp_path / "samples.png").size
     assert width == height >= 4 * 32  # 4 held-out pairs of 4 tiles
     info = task.card_info()
-    assert info["data_source"] == "faces300w" and "talking_face" in info["summary"]
+    assert info["data_source"] == ["faces300w", "talking_face"]
+    assert "talking_face clips" in info["summary"] and "/" not in info["summary"]
+    assert info["datasets"] == ["300-W", "talking-face-clip"]
+    terms = licence_text("mcs_faces", info["data_source"])
+    assert "300-W" in terms and "Talking-head demo clip" in terms
     with pytest.raises(ValueError, match="val_dataset"):
         McsTask({**args, "val_dataset": "celeba"}, seed=0)
 

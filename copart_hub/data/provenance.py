@@ -7,6 +7,7 @@ the held-out split named here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -44,6 +45,15 @@ SOURCES = {
         "Tai-Chi-HD",
         "Tai-Chi-HD clips 12-13 (held out), MediaPipe pseudo ground truth",
     ),
+    "talking_face": DataSource(
+        "one talking-head clip (169 frames, the Thin-Plate Spline Motion Model demo's driving "
+        "video)",
+        "talking-face-research-only",
+        "Talking-head demo clip of a public research repository (MIT-licensed code; footage "
+        "from YouTube): research use only.",
+        "talking-face-clip",
+        "not used for scores",
+    ),
     "bsds500": DataSource(
         "BSDS500 train (200 images); selected on BSDS500 val",
         "bsds500-non-commercial",
@@ -54,25 +64,29 @@ SOURCES = {
 }
 
 
-def card_facts(source: str) -> dict[str, object]:
-    """The card keys (:func:`copart_hub.hub.card.card_data`) of a training collection."""
-    s = SOURCES[source]
+def card_facts(*sources: str) -> dict[str, object]:
+    """The card keys (:func:`copart_hub.hub.card.card_data`) of the training collections;
+    the first one names the licence id and the held-out split."""
+    picked = [SOURCES[s] for s in sources]
+    first = picked[0]
     return {
-        "data": s.description,
-        "data_licence": s.terms,
-        "license_name": s.licence_id,
+        "data": "; ".join(s.description for s in picked),
+        "data_licence": " ".join(s.terms for s in picked),
+        "license_name": first.licence_id,
         "license_link": "LICENSE.md",
-        "datasets": [s.dataset],
-        "eval_dataset": {"type": s.dataset, "name": s.eval_name},
+        "datasets": [s.dataset for s in picked],
+        "eval_dataset": {"type": first.dataset, "name": first.eval_name},
     }
 
 
-def licence_text(name: str, source: str) -> str:
-    """``LICENSE.md`` of weights ``name`` trained on ``source``."""
-    s = SOURCES[source]
+def licence_text(name: str, source: str | Sequence[str]) -> str:
+    """``LICENSE.md`` of weights ``name`` trained on ``source`` (one collection or several)."""
+    picked = [SOURCES[s] for s in ([source] if isinstance(source, str) else source)]
+    described = " and ".join(s.description for s in picked)
+    terms = " ".join(s.terms for s in picked)
     return (
         f"# Terms of the `{name}` weights\n\n"
-        f"These weights were trained on {s.description}. {s.terms}\n\n"
+        f"These weights were trained on {described}. {terms}\n\n"
         "They inherit these terms: use them for non-commercial research only. The copart_hub "
         "code that produced and runs them is Apache-2.0.\n"
     )

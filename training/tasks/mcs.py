@@ -324,7 +324,10 @@ class McsTask(Task):
                 f"task_args.random_channels must be positive, got {self.args['random_channels']}"
             )
         self.check_args("file", "vgg_weights")
-        if self.args["video_dir"] in VIDEO_COLLECTIONS:
+        self.video_collection = self.args["video_dir"]  # a shared clip folder's name, or None
+        if self.video_collection not in VIDEO_COLLECTIONS:
+            self.video_collection = None
+        else:
             root = Path(self.args["data_root"] or shared_data_root() or "../shared/data")
             self.args["video_dir"] = str(root / VIDEO_COLLECTIONS[self.args["video_dir"]])
         self.check_args("folder", "video_dir")
@@ -564,15 +567,18 @@ class McsTask(Task):
             "`segmenter_only()` gives the part segmenter."
         )
         if a["still_images"] in STILL_COLLECTIONS:
-            name = a["still_images"]
-            videos = f"the videos of {a['video_dir']}" if self.videos else "Tai-Chi clips"
+            name, clips = a["still_images"], self.video_collection
+            if not self.videos:
+                clips = "taichi"
+            sources = [name] + ([clips] if clips else [])
+            videos = f"{clips} clips" if clips else "the videos of a local folder"
             facts: dict[str, Any] = {
-                **card_facts(name),
+                **card_facts(*sources),
                 "summary": summary.format(
                     f"from scratch on frame pairs made from {name} images (random TPS + "
-                    f"similarity warps, with their exact flow) and on {videos};"
+                    f"similarity warps of the foreground, with their exact flow) and on {videos};"
                 ),
-                "data_source": name,
+                "data_source": sources,
                 "limitations": (
                     "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on CPU; "
                     "most pairs are synthetic warps of still images, so large real motions "
@@ -580,8 +586,11 @@ class McsTask(Task):
                 ),
             }
         elif self.videos:
+            stills = f" and pairs made from the images of {a['still_images']}"
             facts = {
-                "summary": summary.format(f"on the videos of {a['video_dir']};"),
+                "summary": summary.format(
+                    f"on the videos of {a['video_dir']}{stills if a['still_images'] else ''};"
+                ),
                 "data": f"{len(self.videos)} videos in {a['video_dir']}",
                 "data_licence": "the user's data",
                 "limitations": "No held-out scores: the videos have no ground truth.",
