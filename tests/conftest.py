@@ -34,6 +34,15 @@ class TinyPartModel(PartModel):
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny shapes: threads only add overhead)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_part_model() -> TinyPartModel:
     torch.manual_seed(0)
     return TinyPartModel().eval()

@@ -28,22 +28,7 @@ from copart_hub.losses.mcs import McsLossWeights, flow_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 
-TINY_MODEL = {
-    "seg_block_expansion": 4,
-    "seg_max_features": 16,
-    "seg_num_blocks": 3,
-    "gen_block_expansion": 4,
-    "gen_max_features": 8,
-    "gen_num_bottleneck_blocks": 1,
-}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -271,7 +256,7 @@ def test_short_run_on_still_images_with_flow_lowers_the_flow_loss(tmp_path: Path
         "jitter": 0.0,
         "lr": 1e-3,
         "weights": {"flow": 10.0},
-        "model_kwargs": TINY_MODEL,
+        "model": "mcs_test",
     }
     write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
     task = McsTask(args, seed=0)
@@ -284,7 +269,7 @@ def test_short_run_on_still_images_with_flow_lowers_the_flow_loss(tmp_path: Path
 
 def test_still_images_and_flow_preset_are_checked(tmp_path: Path):
     write_panning_clip(tmp_path / "a.mp4", frames=3)
-    base = {"video_dir": str(tmp_path), "size": 32, "model_kwargs": TINY_MODEL}
+    base = {"video_dir": str(tmp_path), "size": 32, "model": "mcs_test"}
     with pytest.raises(ValueError, match="flow_preset"):
         McsTask({**base, "flow_preset": "slowest"}, seed=0)
     with pytest.raises((ValueError, FileNotFoundError), match="still_images"):
@@ -303,7 +288,7 @@ def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_fac
     """The ``mcs_faces`` recipe at tiny sizes: talking-face clip + 300-W still pairs with flow,
     landmark-error validation on the held-out faces, samples made from held-out faces."""
     cfg = load_config(resolve_config("mcs_faces"), [])
-    args = {**cfg.task_args, "size": 32, "num_parts": 3, "model_kwargs": TINY_MODEL}
+    args = {**cfg.task_args, "size": 32, "num_parts": 3, "model": "mcs_test", "model_kwargs": {}}
     assert args["still_foreground"] == "boundary"
     args["still_foreground"] = "none"  # the saliency of 966 faces takes a minute
     task = McsTask(args, seed=0)
@@ -344,7 +329,7 @@ def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
         "repeats": 4,
         "weights": {"flow": 10.0},
         "flow_only_steps": 5,
-        "model_kwargs": TINY_MODEL,
+        "model": "mcs_test",
     }
     task = McsTask(args, seed=0)
     module = task.build_model()
@@ -403,7 +388,7 @@ def test_flow_inputs_are_checked_and_the_cache_can_be_off():
 
 def test_negative_or_non_numeric_loss_weights_are_refused(tmp_path: Path):
     write_panning_clip(tmp_path / "a.mp4", frames=3)
-    base = {"video_dir": str(tmp_path), "size": 32, "model_kwargs": TINY_MODEL}
+    base = {"video_dir": str(tmp_path), "size": 32, "model": "mcs_test"}
     for weights in ({"flow": -1.0}, {"ssim": "high"}, {"perceptual": [1, -1, 1, 1, 1]}):
         with pytest.raises(ValueError, match="numbers >= 0"):
             McsTask({**base, "weights": weights}, seed=0)

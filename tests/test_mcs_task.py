@@ -22,23 +22,11 @@ TINY = {
     "num_parts": 3,
     "train_clips": [2, 8],  # the two shortest clips, to decode fast
     "val_every_nth_frame": 40,
-    "model_kwargs": {
-        "seg_block_expansion": 4,
-        "seg_max_features": 16,
-        "seg_num_blocks": 3,
-        "gen_block_expansion": 4,
-        "gen_max_features": 8,
-        "gen_num_bottleneck_blocks": 1,
-    },
+    "model": "mcs_test",
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,6 @@ from PIL import Image
 
 from copart_hub.data.videos import find_videos, read_video
 
-TINY_MODEL = {
-    "seg_block_expansion": 4,
-    "seg_max_features": 16,
-    "seg_num_blocks": 3,
-    "gen_block_expansion": 4,
-    "gen_max_features": 8,
-    "gen_num_bottleneck_blocks": 1,
-}
-
 
 def write_clip(path: Path, height: int, width: int, frames: int, codec: str = "mpeg4") -> None:
     """A dark clip with a red square moving right by 2 px a frame."""
@@ -46,13 +37,9 @@ def write_clip(path: Path, height: int, width: int, frames: int, codec: str = "m
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_private_cache(tmp_path: Path, monkeypatch):
+def _one_thread_and_private_cache(tmp_path: Path, monkeypatch, one_thread):
     """One thread, and the frame tables in this test's folder, not the user's HF cache."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -73,7 +60,7 @@ def _args(video_dir: Path, **extra) -> dict:
         "size": 32,
         "num_parts": 3,
         "repeats": 2,
-        "model_kwargs": TINY_MODEL,
+        "model": "mcs_test",
         **extra,
     }
 

@@ -404,3 +404,14 @@ class MCSModel(CopartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmenta
 
 register_model("mcs_k10", "mcs", "MCS segmenter + generator, K=10, 256 px (official sizes)")
 register_model("mcs_segmenter_k10", "mcs_segmenter", "MCS segmentation module alone, K=10, 256 px")
+register_model(  # as timm's test_* models: a few thousand weights, for tests and smoke runs
+    "mcs_test",
+    "mcs",
+    "tiny MCS (hourglass 4 wide, 3 levels; generator 4 wide) for tests and smoke runs",
+    seg_block_expansion=4,
+    seg_max_features=16,
+    seg_num_blocks=3,
+    gen_block_expansion=4,
+    gen_max_features=8,
+    gen_num_bottleneck_blocks=1,
+)
