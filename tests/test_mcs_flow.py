@@ -380,6 +380,8 @@ def test_flow_inputs_are_checked_and_the_cache_can_be_off():
     assert (off.computed, off.reused) == (2, 0) and torch.equal(first[0], again[0])
     with pytest.raises(ValueError, match="cache_size"):
         FlowTargets(cache_size=-1)
+    with pytest.raises(ValueError, match="min_motion"):
+        FlowTargets(min_motion=-1)
     forward = np.full((4, 6, 2), 0.0, np.float32)
     forward[..., 0] = 3.0  # columns 3-5 land outside the 6-wide frame
     assert consistency_weight(forward, -forward)[:, :3].all()
@@ -392,3 +394,16 @@ def test_negative_or_non_numeric_loss_weights_are_refused(tmp_path: Path):
     for weights in ({"flow": -1.0}, {"ssim": "high"}, {"perceptual": [1, -1, 1, 1, 1]}):
         with pytest.raises(ValueError, match="numbers >= 0"):
             McsTask({**base, "weights": weights}, seed=0)
+
+
+def test_min_motion_weights_only_what_moves():
+    """With ``min_motion``, a still background gets no flow weight, a moving square full."""
+    still = textured(64, 64, 11)
+    moved = still.copy()
+    square = textured(80, 80, 12)[:20, :20]
+    still[20:40, 20:40], moved[20:40, 23:43] = square, square  # the square moves 3 px right
+    flow, weight = FlowTargets("medium", min_motion=1.0)("p", still, moved)
+    assert weight[0, 24:36, 28:38].mean() > 0.8  # inside the moving square
+    assert weight[0, 50:, :].mean() < 0.2 and weight[0, :10, :].mean() < 0.2  # still background
+    plain = FlowTargets("medium")("p", still, moved)[1]
+    assert plain[0, 50:, :].mean() > 0.8

@@ -56,17 +56,25 @@ class FlowTargets:
 
     ``targets(key, source, target)`` with ``uint8 [H, W, 3]`` frames returns ``(flow [2, H, W],
     weight [1, H, W])`` float: ``target(z) ~ source(z + flow(z))`` where ``weight`` is 1 (the
-    forward-backward check, :func:`consistency_weight`). The ``cache_size`` most recent pairs
+    forward-backward check, :func:`consistency_weight`). With ``min_motion`` (pixels) the
+    weight also ramps from 0 (no motion) to 1 (``min_motion`` or more): only what moves is
+    supervised, so that a part is never pulled onto a nearly still background to follow its
+    jitter (camera shake, compression noise), which MCS's static background cannot. The
+    ``cache_size`` most recent pairs
     are kept (float16, 6 bytes x H x W each) so a pair drawn again is not estimated again;
     ``computed`` and ``reused`` count misses and hits. One instance per data-loader worker.
     """
 
-    def __init__(self, preset: str = "medium", cache_size: int = 2048) -> None:
+    def __init__(
+        self, preset: str = "medium", cache_size: int = 2048, min_motion: float = 0.0
+    ) -> None:
         if preset not in DIS_PRESETS:
             raise ValueError(f"flow preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        self.preset, self.cache_size = preset, cache_size
+        if cache_size < 0 or min_motion < 0:
+            raise ValueError(
+                f"cache_size and min_motion must be >= 0, got {cache_size, min_motion}"
+            )
+        self.preset, self.cache_size, self.min_motion = preset, cache_size, min_motion
         self._dis: cv2.DISOpticalFlow | None = None  # built lazily: not picklable
         self._cache: OrderedDict[Hashable, Tensor] = OrderedDict()
         self.computed = self.reused = 0
@@ -99,5 +107,8 @@ class FlowTargets:
         )
         forward = self._dis.calc(grey_t, grey_s, None)  # target -> source
         backward = self._dis.calc(grey_s, grey_t, None)
-        weight = torch.from_numpy(consistency_weight(forward, backward))[None]
+        weight = consistency_weight(forward, backward)
+        if self.min_motion > 0:
+            weight *= np.clip(np.linalg.norm(forward, axis=-1) / self.min_motion, 0, 1)
+        weight = torch.from_numpy(weight)[None]
         return torch.cat([normalised_flow(forward), weight]).half()

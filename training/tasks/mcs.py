@@ -292,6 +292,7 @@ class McsTask(Task):
         "vgg_weights": None,
         "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
         "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
+        "flow_min_motion": 0.0,  # px: video flow supervises only what moves this much (ramp)
         "still_images": None,  # pairs from still images too: faces300w or a folder of images
         # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
         # front of a static background, or "none" (the whole image)
@@ -315,7 +316,7 @@ class McsTask(Task):
         super().__init__({**self.defaults, **args}, seed)
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
         self.check_args("positive", "lr")
-        self.check_args("non_negative", "jitter")
+        self.check_args("non_negative", "jitter", "flow_min_motion")
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_args("ints", "train_clips", "random_channels")
@@ -433,7 +434,9 @@ class McsTask(Task):
         """Video frame pairs (with DIS flow targets when ``weights.flow > 0``), plus still-image
         pairs when ``still_images`` is set, concatenated."""
         a = self.args
-        flow = FlowTargets(a["flow_preset"]) if self.weights.flow > 0 else None
+        flow = None
+        if self.weights.flow > 0:
+            flow = FlowTargets(a["flow_preset"], min_motion=a["flow_min_motion"])
         videos = McsFramePairs(
             self.frames("train"), a["repeats"], self.seed, a["jitter"], flow=flow
         )
