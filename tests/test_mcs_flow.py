@@ -402,7 +402,7 @@ def test_min_motion_weights_only_what_moves():
     moved = still.copy()
     square = textured(80, 80, 12)[:20, :20]
     still[20:40, 20:40], moved[20:40, 23:43] = square, square  # the square moves 3 px right
-    flow, weight = FlowTargets("medium", min_motion=1.0)("p", still, moved)
+    weight = FlowTargets("medium", min_motion=1.0)("p", still, moved)[1]
     assert weight[0, 24:36, 28:38].mean() > 0.8  # inside the moving square
     assert weight[0, 50:, :].mean() < 0.2 and weight[0, :10, :].mean() < 0.2  # still background
     plain = FlowTargets("medium")("p", still, moved)[1]
