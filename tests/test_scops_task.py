@@ -283,3 +283,33 @@ def test_background_weight_adds_the_saliency_constraint(faces_task):
     assert "background" in logs and logs["background"] > 0
     plain = ScopsTask(faces_task.args, seed=0)
     assert "background" not in plain.training_step(plain.build_model(), _batch(plain, 2), 0)[1]
+
+
+def test_bootstrap_reference_uses_a_trained_models_frozen_features(tmp_path):
+    """``model:<checkpoint>``: the first model's features (in its own normalisation) are the
+    targets; the teacher is frozen and never updated."""
+    from copart_hub.training.tasks.scops import ScopsModule
+
+    from copart_hub import create_model
+
+    torch.manual_seed(0)
+    first = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(64, 64))
+    first.save_pretrained(tmp_path / "first")
+    student = create_model("scops_fpn_regnetx_002", num_parts=4, input_size=(64, 64))
+    module = ScopsModule(student, f"model:{tmp_path / 'first'}", ema_decay=0.5)
+    image = torch.rand(2, 3, 64, 64)
+    mean = torch.tensor(first.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(first.image_std).view(1, 3, 1, 1)
+    expected = torch.relu(first.eval().forward_features((image - mean) / std))
+    ref = module.reference_features(image, torch.zeros_like(image), (16, 16))
+    expected = torch.nn.functional.interpolate(expected, (16, 16), mode="bilinear")
+    torch.testing.assert_close(ref, expected, rtol=1e-4, atol=1e-5)
+    assert module.basis.w.shape[0] == 4 and module.basis.w.shape[1] == ref.shape[1]
+    before = [p.clone() for p in module.teacher.parameters()]
+    module.update_teacher()
+    assert all(torch.equal(a, b) for a, b in zip(before, module.teacher.parameters(), strict=True))
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    from copart_hub.hub import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="not a local folder"):
+        ScopsModule(student, f"model:{tmp_path / 'missing'}", ema_decay=0.5)

@@ -11,6 +11,8 @@ Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``re
   A geometric prior that follows the object under zoom and shift, not the image frame;
 - fixed sources joined by ``+`` (e.g. ``"histogram+position"``) are concatenated;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
+- ``"model:<checkpoint>"``: a two-stage bootstrap: the frozen ``forward_features`` of a SCOPS
+  model trained before (a folder, zoo name or Hub id) are the targets of the next one;
 - ``"timm:<name>:<weights file>"``: any frozen timm model from a local weight file.
 Images come through ``datasets`` (``imagefolder``: a user folder, recursive, optional masks via
 ``metadata.jsonl``). Foreground (``saliency``), computed once per image and cached by
@@ -212,6 +214,14 @@ class ScopsModule(nn.Module):
             self.teacher = copy.deepcopy(model).requires_grad_(False)
             probe = torch.zeros(1, 3, *model.input_size)
             channels = self.teacher.eval().forward_features(probe).shape[1]
+        elif reference.startswith("model:"):  # bootstrap: a first model's features
+            from copart_hub import from_pretrained
+
+            self.teacher = from_pretrained(reference.split(":", 1)[1]).requires_grad_(False)
+            if not hasattr(self.teacher, "forward_features"):
+                raise ValueError(f"reference {reference!r} has no forward_features (not SCOPS)")
+            probe = torch.zeros(1, 3, *model.input_size)
+            channels = self.teacher.eval().forward_features(probe).shape[1]
         elif reference.startswith("timm:"):
             _, name, weights = reference.split(":", 2)
             self.teacher = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
@@ -219,7 +229,7 @@ class ScopsModule(nn.Module):
         else:
             raise ValueError(
                 f"unknown reference {reference!r}: colour, histogram, position (or fixed sources "
-                "joined by '+', e.g. histogram+position), ema or timm:NAME:FILE"
+                "joined by '+', e.g. histogram+position), ema, model:CHECKPOINT or timm:NAME:FILE"
             )
         self.basis = PartBasis(model.num_parts, channels)
 
@@ -247,6 +257,10 @@ class ScopsModule(nn.Module):
         self.teacher.eval()
         if self.reference == "ema":
             feats = self.teacher.forward_features(normalised)
+        elif self.reference.startswith("model:"):  # in the teacher's own normalisation
+            mean = torch.tensor(self.teacher.image_mean, device=image01.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.teacher.image_std, device=image01.device).view(1, 3, 1, 1)
+            feats = self.teacher.forward_features((image01 - mean) / std)
         else:
             mean = torch.tensor(self.teacher.mean, device=image01.device).view(1, 3, 1, 1)
             std = torch.tensor(self.teacher.std, device=image01.device).view(1, 3, 1, 1)
