@@ -162,3 +162,16 @@ def test_the_repository_zoo_is_a_mirror(monkeypatch, tmp_path: Path):
     assert resolve.resolve_checkpoint("copart-hub/my_release")[1].parent == repo_zoo / "my_release"
     (tmp_path / "pyproject.toml").unlink()  # an installed package: no repository zoo
     assert "my_release" not in resolve.zoo_names()
+
+
+@pytest.mark.parametrize("tag", sorted(copart_hub.hub.resolve.PRETRAINED_TAGS))
+def test_every_pretrained_tag_names_its_checkpoints_architecture(tag: str):
+    """``create_model("<entry>.<tag>", pretrained=True)`` loads the local release (a release
+    of another architecture under an old tag fails here, not in a user's hands)."""
+    from copart_hub.hub.resolve import PRETRAINED_TAGS, local_zoo_folder
+
+    if local_zoo_folder(PRETRAINED_TAGS[tag]) is None:
+        pytest.skip(f"{PRETRAINED_TAGS[tag]} is not in the local zoo")
+    model = copart_hub.create_model(tag, pretrained=True)
+    entry = copart_hub.hub.registry.get_entry(tag.partition(".")[0])
+    assert all(model.config.get(k) == v for k, v in entry.defaults.items()), entry.defaults
