@@ -1,53 +1,100 @@
-"""Part swap on the shared videos at their native sizes with the released ``mcs_taichi``.
+"""Part-swap examples of a released MCS model for its card's ``swap_examples.png``.
 
-Writes ``OUT/{taichi,ted,talking_face}_swap.mp4`` and the card's ``swap_examples.png``. Run from
-the repository root: ``python model_cards/make_mcs_swap_examples.py [OUT]`` (default
-``runs/swaps``).
+``python model_cards/make_mcs_swap_examples.py [--model mcs_taichi] [--on videos] [OUT]``
+(default OUT ``runs/swaps``), from the repository root:
+
+- ``--on videos``: the shared videos at their native sizes (``OUT/{taichi,ted,talking_face}
+  _swap.mp4``), source | target frame | swapped frame per row;
+- ``--on faces``: four pairs of held-out 300-W faces (never used for training), source |
+  target | swapped per row.
+
+The swapped parts are the target's two largest parts.
 """
 
-import sys
+from __future__ import annotations
+
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from copart_hub.data import collections
 from copart_hub.data.paths import shared_data_root
 from copart_hub.data.videos import read_video
 from copart_hub.part_swap import PartSwapper
 from copart_hub.pipelines import PartSegmenter
 from copart_hub.visualize import contact_sheet
 
-root = shared_data_root()
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/swaps")
-out.mkdir(parents=True, exist_ok=True)
-swapper = PartSwapper("mcs_taichi", device="cpu")
-seg = PartSegmenter(swapper.model, device="cpu")
-src_taichi = out / "clip13_frame0.png"
-Image.fromarray(read_video(root / "taichi/videos/clip_13.mp4")[0][0]).save(src_taichi)
-jobs = [
-    ("taichi", src_taichi, root / "taichi/videos/clip_12.mp4"),
-    ("ted", root / "ted/source.png", root / "ted/driving.mp4"),
-    (
-        "talking_face",
-        root / "talking_face/tpsmm_source.png",
-        root / "talking_face/tpsmm_driving.mp4",
-    ),
-]
-tiles = []
-for name, source, target in jobs:
-    frames, fps = read_video(target)
-    areas = seg(Image.fromarray(frames[0])).areas
-    parts = [int(k) + 1 for k in np.argsort(areas)[::-1][:2]]  # the two largest parts
-    t = time.time()
-    path = swapper.swap_video(source, target, parts, out / f"{name}_swap.mp4", progress=False)
-    result, rfps = read_video(path)
-    print(
-        f"{name}: {target.name} {frames.shape[2]}x{frames.shape[1]} {len(frames)} frames "
-        f"{fps:g} fps -> {path} {result.shape[2]}x{result.shape[1]} {len(result)} frames "
-        f"{rfps:g} fps, parts {parts}, {time.time() - t:.1f} s"
-    )
-    mid = len(frames) // 2
-    tiles += [Image.open(source).convert("RGB")]
-    tiles += [Image.fromarray(frames[mid]), Image.fromarray(result[mid])]
-contact_sheet(tiles, cols=3, cell_size=200).save(out / "swap_examples.png")
+
+def largest_parts(seg: PartSegmenter, image: Image.Image, count: int = 2) -> list[int]:
+    """Indices (1..K) of the ``count`` largest parts of ``image``."""
+    return [int(k) + 1 for k in np.argsort(seg(image).areas)[::-1][:count]]
+
+
+def video_tiles(swapper: PartSwapper, seg: PartSegmenter, root: Path, out: Path) -> list:
+    src_taichi = out / "clip13_frame0.png"
+    Image.fromarray(read_video(root / "taichi/videos/clip_13.mp4")[0][0]).save(src_taichi)
+    jobs = [
+        ("taichi", src_taichi, root / "taichi/videos/clip_12.mp4"),
+        ("ted", root / "ted/source.png", root / "ted/driving.mp4"),
+        (
+            "talking_face",
+            root / "talking_face/tpsmm_source.png",
+            root / "talking_face/tpsmm_driving.mp4",
+        ),
+    ]
+    tiles = []
+    for name, source, target in jobs:
+        frames, fps = read_video(target)
+        parts = largest_parts(seg, Image.fromarray(frames[0]))
+        t = time.time()
+        path = swapper.swap_video(source, target, parts, out / f"{name}_swap.mp4", progress=False)
+        result, rfps = read_video(path)
+        print(
+            f"{name}: {target.name} {frames.shape[2]}x{frames.shape[1]} {len(frames)} frames "
+            f"{fps:g} fps -> {path} {result.shape[2]}x{result.shape[1]} {len(result)} frames "
+            f"{rfps:g} fps, parts {parts}, {time.time() - t:.1f} s"
+        )
+        mid = len(frames) // 2
+        tiles += [Image.open(source).convert("RGB")]
+        tiles += [Image.fromarray(frames[mid]), Image.fromarray(result[mid])]
+    return tiles
+
+
+def face_tiles(swapper: PartSwapper, seg: PartSegmenter, root: Path) -> list:
+    val = collections.faces300w("val", root)
+    picks = np.linspace(0, len(val.images) - 1, 8).astype(int)
+    tiles = []
+    for s, t in zip(picks[0::2], picks[1::2], strict=True):
+        source, target = val.load_image(int(s)), val.load_image(int(t))
+        parts = largest_parts(seg, target)
+        swapped = swapper.swap_image(source, target, parts)
+        print(f"faces: {val.images[s].name} -> {val.images[t].name}, parts {parts}")
+        tiles += [source, target, swapped]
+    return tiles
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("out", nargs="?", type=Path, default=Path("runs/swaps"))
+    p.add_argument("--model", default="mcs_taichi")
+    p.add_argument("--on", choices=("videos", "faces"), default="videos")
+    args = p.parse_args()
+    root = shared_data_root()
+    if root is None:
+        raise SystemExit("../shared/data is not available")
+    args.out.mkdir(parents=True, exist_ok=True)
+    swapper = PartSwapper(args.model, device="cpu")
+    seg = PartSegmenter(swapper.model, device="cpu")
+    if args.on == "videos":
+        tiles = video_tiles(swapper, seg, root, args.out)
+    else:
+        tiles = face_tiles(swapper, seg, root)
+    contact_sheet(tiles, cols=3, cell_size=200).save(args.out / "swap_examples.png")
+    print(f"wrote {args.out / 'swap_examples.png'}")
+
+
+if __name__ == "__main__":
+    main()
