@@ -23,7 +23,9 @@ def exported_run(tmp_path: Path) -> Path:
     (best / "swap_examples.png").write_bytes(b"png")
     card = best / "README.md"
     card.write_text(
-        "# m\n\n" + SCORES_HEADING + "\n\nnew scores\n\n## Training configuration\n\ncfg\n",
+        '# SCOPSFPN\n\n```python\nmodel = copart_hub.from_pretrained("SCOPSFPN")\n```\n\n'
+        + SCORES_HEADING
+        + "\n\nnew scores\n\n## Training configuration\n\ncfg\n",
         encoding="utf-8",
     )
     rows = [{"step": 1, "loss": 3.0}, {"step": 100, "val": {"score": -40.0}}]
@@ -52,6 +54,8 @@ def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
     with torch.no_grad():
         assert (a(x).softmax(1) - b(x).softmax(1)).abs().max() < 0.02
     card = (target / "README.md").read_text()
+    assert card.startswith("# tiny\n") and 'from_pretrained("tiny")' in card
+    assert "SCOPSFPN" not in card
     assert (target / "swap_examples.png").read_bytes() == b"png"
     assert "![validation curve](curve.png)" in card and (target / "curve.png").is_file()
     assert "| 200 | -35.5 |" in card and "| 1 |" not in card  # validation rows only

@@ -78,6 +78,19 @@ def insert_section(card: Path, heading: str, body: str, before: str) -> None:
     replace_card_section(card, heading, body)
 
 
+def rename_card(card: Path, name: str) -> None:
+    """Give a training-written card the release's name (title, model-index, load example)."""
+    text = card.read_text(encoding="utf-8")
+    title = re.search(r"^# (.+)$", text, flags=re.MULTILINE)
+    if title is None:
+        return
+    old = title.group(1)
+    text = text[: title.start()] + f"# {name}" + text[title.end() :]
+    text = text.replace(f"- name: {old}\n", f"- name: {name}\n", 1)
+    text = text.replace(f'from_pretrained("{old}")', f'from_pretrained("{name}")')
+    card.write_text(text, encoding="utf-8")
+
+
 def release(
     folder: Path,
     name: str,
@@ -114,6 +127,8 @@ def release(
         shutil.rmtree(staging)
         raise ValueError(f"float16 weights change the part probabilities by {difference:.3f}")
     card = staging / "README.md"
+    if card.is_file():
+        rename_card(card, name)
     metrics = metrics or folder.parent / "metrics.jsonl"
     if metrics.is_file() and card.is_file():
         curve = validation_curve(metrics)
