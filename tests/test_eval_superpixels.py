@@ -130,3 +130,19 @@ def test_card_subsections_are_added_then_replaced(tmp_path: Path) -> None:
     order = [text.index(s) for s in ("intro", "### faces", "A2", "### horses", "B1", "## Samples")]
     assert order == sorted(order)
     assert text.endswith("## Samples\n\nkeep\n")
+
+
+def test_card_section_heading_must_be_a_whole_line(tmp_path: Path) -> None:
+    """``### faces`` is not found inside ``#### faces`` (a previous release's copy) or
+    ``### faces300w``: the new table goes under the held-out scores, the old one stays."""
+    from copart_hub.hub.card import SCORES_HEADING, replace_card_section
+
+    card = tmp_path / "README.md"
+    card.write_text(
+        f"# m\n\n{SCORES_HEADING}\n\nintro\n\n### faces300w\n\nF\n\n## Previous release\n\n"
+        "#### faces\n\nold table\n"
+    )
+    replace_card_section(card, "### faces", "new table", parent=SCORES_HEADING)
+    text = card.read_text()
+    assert "#### faces\n\nold table" in text and "### faces300w\n\nF" in text
+    assert text.index("### faces\n\nnew table") < text.index("## Previous release")

@@ -35,9 +35,10 @@ def half_weights(source: Path, target: Path) -> None:
 
 
 def validation_curve(metrics: Path) -> list[tuple[int, dict[str, float]]]:
-    """``(step, scores)`` of every validation row of a run's ``metrics.jsonl``."""
+    """``(step, scores)`` of the validation rows of a run's ``metrics.jsonl``, one per step."""
     rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line]
-    return [(int(r["step"]), r["val"]) for r in rows if r.get("val")]
+    by_step = {int(r["step"]): r["val"] for r in rows if r.get("val")}  # a resume repeats one
+    return sorted(by_step.items())
 
 
 def plot_curve(curve: list[tuple[int, dict[str, float]]], key: str, path: Path) -> None:

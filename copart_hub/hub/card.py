@@ -198,10 +198,15 @@ SCORES_HEADING = "## Held-out scores"
 
 def section_span(text: str, heading: str) -> tuple[int, int] | None:
     """``(body start, body end)`` of ``heading``: up to the next heading of the same or a
-    higher level (``## a`` ends at ``## b`` or ``# c``, not at ``### d``)."""
-    start = text.find(heading + "\n")
-    if start < 0:
-        return None
+    higher level (``## a`` ends at ``## b`` or ``# c``, not at ``### d``). The heading must be
+    a whole line (``### a`` is not found in ``#### a``)."""
+    if text.startswith(heading + "\n"):
+        start = 0
+    else:
+        start = text.find("\n" + heading + "\n")
+        if start < 0:
+            return None
+        start += 1
     level = len(heading) - len(heading.lstrip("#"))
     body_start = start + len(heading) + 1
     end = len(text)

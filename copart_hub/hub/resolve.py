@@ -35,7 +35,7 @@ RELEASED: dict[str, tuple[str, str]] = {
 #: ``create_model("<entry>.<tag>", pretrained=True)`` names of the released checkpoints
 PRETRAINED_TAGS = {
     "ssn_deep.bsds500": "ssn_bsds500",
-    "scops_resnet18.faces300w": "scops_faces300w",
+    "scops_fpn_regnetx_002.faces300w": "scops_faces300w",
     "scops_resnet18.horses": "scops_horses",
     "mcs_k10.taichi": "mcs_taichi",
 }
