@@ -369,6 +369,7 @@ class McsTask(Task):
             )
         self._frames: dict[str, list[ClipFrames]] = {}
         self._eval_data: tuple[Any, Any] | None = None
+        self._pairs: list[np.ndarray] | None = None  # the sample grid's pairs
 
     # ----------------------------------------------------------------- data
     def clips(self, split: str) -> list[TaichiClip]:
@@ -540,7 +541,12 @@ class McsTask(Task):
         contact_sheet(tiles, cols=4, cell_size=self.args["size"]).save(path)
 
     def _sample_pairs(self) -> list[np.ndarray]:
-        """``uint8 [2, H, W, 3]`` (source, target) pairs for :meth:`write_samples`."""
+        """``uint8 [2, H, W, 3]`` (source, target) pairs for :meth:`write_samples` (built once)."""
+        if self._pairs is None:
+            self._pairs = self._build_sample_pairs()
+        return self._pairs
+
+    def _build_sample_pairs(self) -> list[np.ndarray]:
         dataset, size = self.val_protocol(), self.args["size"]
         if dataset is not None and dataset != "taichi":
             val = DATASETS[dataset]("val", self.args["data_root"])
