@@ -24,7 +24,7 @@ from torch import Tensor
 
 from copart_hub.data import shared_data_root
 from copart_hub.data.provenance import licence_text
-from copart_hub.losses.mcs import McsLossWeights, flow_loss
+from copart_hub.losses.mcs import McsLossWeights, flow_loss, still_background_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 
@@ -101,6 +101,33 @@ def test_total_adds_the_weighted_flow_term():
     weights = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, flow=4.0)
     assert weights.total(one, one, one).item() == 6.0
     assert weights.total(one, one, one, torch.tensor(0.5)).item() == 8.0
+    still = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, still_background=5.0)
+    assert still.total(one, one, one, None, torch.tensor(0.5)).item() == 8.5
+
+
+def test_still_background_loss_favours_the_background_only_where_nothing_moves():
+    """Left half still, right half moving 4 px: the loss is ~0 when the background owns the
+    still half, whatever owns the moving half, and grows when a part takes the still half."""
+    h = w = 33
+    flow = torch.zeros(2, 2, h, w)
+    flow[:, 0, :, 17:] = 4 * 2 / (w - 1)  # 4 px in normalised units
+    background = torch.ones(2, 1, 11, 11)  # 3 px cells: columns 0-5 are (mostly) still
+    background[..., 6:] = 0.0  # moving half: a part
+    good = still_background_loss(background, flow, min_motion=1.0)
+    assert good < 1e-4
+    background[..., 6:] = 1.0  # the moving half does not count
+    torch.testing.assert_close(still_background_loss(background, flow, 1.0), good)
+    wrong = background.clone().requires_grad_(True)
+    with torch.no_grad():
+        wrong[..., :5] = 0.1
+    loss = still_background_loss(wrong, flow, 1.0)
+    assert loss > 1.5  # -log 0.1 = 2.3 over most of the still half
+    loss.backward()
+    assert wrong.grad[..., :5].lt(0).all() and wrong.grad[..., 7:].abs().max() == 0
+    with pytest.raises(ValueError, match="min_motion"):
+        still_background_loss(background, flow, 0.0)
+    with pytest.raises(ValueError, match=r"\[B, 1, h, w\]"):
+        still_background_loss(background.expand(2, 3, 11, 11), flow, 1.0)
 
 
 # ---------------------------------------------------------------------------- flow targets
@@ -346,6 +373,29 @@ def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
     for bad in ({"flow_only_steps": 5, "weights": {}}, {"flow_only_steps": -1}):
         with pytest.raises(ValueError, match="flow_only_steps"):
             McsTask({**args, **bad}, seed=0)
+
+
+def test_short_run_with_still_background_lowers_it_and_needs_min_motion(tmp_path: Path):
+    """``weights.still_background`` alone (no flow term): DIS targets are still computed, 20
+    Adam steps lower the term; without ``flow_min_motion`` the option is refused."""
+    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
+    args = {
+        "video_dir": str(tmp_path / "videos"),
+        "size": 32,
+        "num_parts": 3,
+        "repeats": 4,
+        "jitter": 0.0,
+        "lr": 1e-3,
+        "flow_min_motion": 1.0,
+        "weights": {"still_background": 10.0},
+        "model": "mcs_test",
+    }
+    task = McsTask(args, seed=0)
+    assert "flow" in task.train_dataset()[(0, 0)]
+    values = short_run(task, 20, "still_background")
+    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
+    with pytest.raises(ValueError, match="flow_min_motion"):
+        McsTask({**args, "flow_min_motion": 0.0}, seed=0)
 
 
 def test_still_pair_moves_only_the_foreground_in_front_of_a_static_background():

@@ -193,6 +193,27 @@ def test_position_features_follow_the_object_not_the_frame():
     assert torch.isfinite(object_frame_position_features(torch.zeros(2, 1, 8, 8))).all()
 
 
+def test_oriented_position_features_turn_with_a_mirrored_object():
+    """A side-viewed 'animal' (body with a raised head at one end) and its mirror image get
+    mirrored oriented descriptors (the head end gets the same channels either way), while the
+    plain object frame gives the head the channels of the other end once mirrored."""
+    from copart_hub.training.tasks.scops import object_frame_position_features
+
+    animal = torch.zeros(1, 1, 48, 64)
+    animal[..., 24:34, 14:50] = 1.0  # body
+    animal[..., 10:24, 10:20] = 1.0  # neck and head raised at the left end
+    mirrored = animal.flip(-1)
+    oriented = object_frame_position_features(animal, oriented=True)
+    torch.testing.assert_close(
+        object_frame_position_features(mirrored, oriented=True), oriented.flip(-1)
+    )
+    plain, plain_mirrored = (object_frame_position_features(m) for m in (animal, mirrored))
+    y, x = 15, 14  # on the head; (y, 63 - x) in the mirror image
+    assert (plain[0, :, y, x] - plain_mirrored[0, :, y, 63 - x]).abs().max() > 0.5
+    # the head is at +x in the oriented frame: the bumps of the right-most column fire there
+    assert oriented[0, 4::5, y, x].sum() > oriented[0, 0::5, y, x].sum()
+
+
 def test_fixed_references_join_with_plus():
     from copart_hub.training.tasks.scops import ScopsModule, colour_texture_features
 

@@ -45,8 +45,9 @@ class McsLossWeights:
 
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
-    random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`) and
-    ``flow`` (:func:`flow_loss`; 0 = off, the official setting).
+    random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`),
+    ``flow`` (:func:`flow_loss`) and ``still_background`` (:func:`still_background_loss`);
+    0 = off, the official setting.
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -55,13 +56,21 @@ class McsLossWeights:
     equivariance_shift: float = 10.0
     equivariance_affine: float = 10.0
     flow: float = 0.0
+    still_background: float = 0.0
 
     def total(
-        self, reconstruction: Tensor, shift: Tensor, affine: Tensor, flow: Tensor | None = None
+        self,
+        reconstruction: Tensor,
+        shift: Tensor,
+        affine: Tensor,
+        flow: Tensor | None = None,
+        still: Tensor | None = None,
     ) -> Tensor:
-        """``reconstruction + w_shift shift + w_affine affine (+ w_flow flow)``."""
+        """``reconstruction + w_shift shift + w_affine affine (+ w_flow flow + w_still still)``."""
         total = reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
-        return total if flow is None else total + self.flow * flow
+        if flow is not None:
+            total = total + self.flow * flow
+        return total if still is None else total + self.still_background * still
 
 
 class _FrozenFeatures(nn.Module):
@@ -307,3 +316,36 @@ def flow_loss(
         return error.mean()
     weight = F.adaptive_avg_pool2d(weight.to(grid.dtype), (h, w))
     return (error * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def still_background_loss(
+    background: Tensor, flow: Tensor, min_motion: float, eps: float = 1e-6
+) -> Tensor:
+    """Cross-entropy towards the background channel where a dense target flow is ~0 -> scalar.
+
+    MCS's background is static (identity motion), but so is a part with identity affine: where
+    nothing moves, reconstruction cannot tell them apart and a part may take the background.
+    This term favours the background there, weighted by the stillness
+    ``1 - min(|flow| / min_motion, 1)`` (1 for no motion, 0 from ``min_motion`` pixels on).
+
+    Args:
+        background: ``[B, 1, h, w]`` background probability (``masks[:, :1]`` of the target's
+            :class:`~copart_hub.models.mcs.MCSSegmentation`).
+        flow: ``[B, 2, H, W]`` target -> source displacement in normalised units
+            (``2 / (W - 1)`` per pixel in x), area-averaged to ``h x w``.
+        min_motion: pixels (at ``H x W``) of motion from which a pixel counts as moving.
+    """
+    if background.ndim != 4 or background.shape[1] != 1 or flow.ndim != 4 or flow.shape[1] != 2:
+        raise ValueError(
+            f"background must be [B, 1, h, w] and flow [B, 2, H, W], got "
+            f"{tuple(background.shape)} and {tuple(flow.shape)}"
+        )
+    if min_motion <= 0:
+        raise ValueError(f"min_motion must be > 0 pixels, got {min_motion}")
+    h, w = flow.shape[-2:]
+    px = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=flow.device, dtype=flow.dtype)
+    speed = (flow * px.view(1, 2, 1, 1)).norm(dim=1, keepdim=True)
+    stillness = 1 - (speed / min_motion).clamp(max=1)
+    stillness = F.adaptive_avg_pool2d(stillness.to(background.dtype), background.shape[-2:])
+    cross_entropy = -background.clamp_min(eps).log()
+    return (cross_entropy * stillness).sum() / stillness.sum().clamp_min(1e-6)

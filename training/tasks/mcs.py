@@ -47,6 +47,7 @@ from copart_hub.losses.mcs import (
     PerceptualPyramid,
     equivariance_losses,
     flow_loss,
+    still_background_loss,
 )
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
@@ -360,6 +361,11 @@ class McsTask(Task):
         if bad:
             raise ValueError(f"task_args.weights must be numbers >= 0, got {bad}")
         self.weights = McsLossWeights(**weights)
+        if self.weights.still_background > 0 and self.args["flow_min_motion"] <= 0:
+            raise ValueError(
+                "task_args.weights.still_background needs task_args.flow_min_motion > 0 (the "
+                "pixels of motion from which a pixel counts as moving)"
+            )
         if self.args["flow_only_steps"] and self.weights.flow <= 0:
             raise ValueError("task_args.flow_only_steps needs task_args.weights.flow > 0")
         if self.args["flow_only_steps"] and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -432,11 +438,12 @@ class McsTask(Task):
         return images, foregrounds if method != "none" else None
 
     def train_dataset(self) -> Dataset:
-        """Video frame pairs (with DIS flow targets when ``weights.flow > 0``), plus still-image
-        pairs when ``still_images`` is set, concatenated."""
+        """Video frame pairs (with DIS flow targets when ``weights.flow`` or
+        ``weights.still_background`` is > 0), plus still-image pairs when ``still_images`` is
+        set, concatenated."""
         a = self.args
         flow = None
-        if self.weights.flow > 0:
+        if self.weights.flow > 0 or self.weights.still_background > 0:
             flow = FlowTargets(a["flow_preset"], min_motion=a["flow_min_motion"])
         videos = McsFramePairs(
             self.frames("train"), a["repeats"], self.seed, a["jitter"], flow=flow
@@ -479,7 +486,12 @@ class McsTask(Task):
         flow = None
         if self.weights.flow > 0:
             flow = flow_loss(out["grid"], batch["flow"], batch["flow_weight"])
-        loss = self.weights.total(reconstruction, shift, affine, flow)
+        still = None
+        if self.weights.still_background > 0:
+            still = still_background_loss(
+                out["seg_target"].masks[:, :1], batch["flow"], self.args["flow_min_motion"]
+            )
+        loss = self.weights.total(reconstruction, shift, affine, flow, still)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
@@ -487,6 +499,8 @@ class McsTask(Task):
         }
         if flow is not None:
             logs["flow"] = flow.item()
+        if still is not None:
+            logs["still_background"] = still.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation

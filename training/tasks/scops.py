@@ -9,6 +9,8 @@ Reference features for semantic consistency (SPEC 0: no ImageNet VGG here), ``re
 - ``"position"``: where a pixel lies in the object's own frame: Gaussian bumps (5 x 5 grid) on
   coordinates centred on the foreground's centroid and scaled by its spread (25 channels; fixed).
   A geometric prior that follows the object under zoom and shift, not the image frame;
+- ``"oriented_position"``: the same with the x axis turned towards the object's higher end, so
+  a side-viewed animal's head gets the same descriptors facing left or right;
 - fixed sources joined by ``+`` (e.g. ``"histogram+position"``) are concatenated;
 - ``"ema"``: the model's own backbone, as a slowly updated (EMA) frozen copy;
 - ``"model:<checkpoint>"``: a two-stage bootstrap: the frozen ``forward_features`` of a SCOPS
@@ -160,12 +162,18 @@ def histogram_features(image: Tensor) -> Tensor:
     return torch.cat(feats, 1)
 
 
-def object_frame_position_features(foreground: Tensor, grid: int = 5, reach: float = 1.5) -> Tensor:
+def object_frame_position_features(
+    foreground: Tensor, grid: int = 5, reach: float = 1.5, oriented: bool = False
+) -> Tensor:
     """Fixed non-negative position descriptors ``[B, grid * grid, H, W]`` of a foreground map
     ``[B, 1, H, W]`` in [0, 1]: Gaussian bumps on a ``grid x grid`` lattice over
     ``[-reach, reach]^2`` of coordinates ``(p - centroid) / spread``, where the centroid and the
     spread (root mean squared distance to it) are the foreground-weighted moments (the whole
-    frame where the foreground is empty). They translate and scale with the object."""
+    frame where the foreground is empty). They translate and scale with the object.
+
+    ``oriented``: the x axis is turned towards the end whose side is higher (the sign of the
+    foreground's x-y covariance), so a mirrored object gets mirrored descriptors: a raised
+    head is at +x whichever way a side-viewed animal faces."""
     b, _, h, w = foreground.shape
     ys = torch.linspace(-1, 1, h, device=foreground.device, dtype=foreground.dtype)
     xs = torch.linspace(-1, 1, w, device=foreground.device, dtype=foreground.dtype)
@@ -177,6 +185,10 @@ def object_frame_position_features(foreground: Tensor, grid: int = 5, reach: flo
     offset = coords[None] - centre[:, None]  # [B, HW, 2]
     spread = (weight[..., None] * offset.pow(2)).sum((1, 2)).sqrt().clamp_min(1e-3)
     u = offset / spread[:, None, None]  # [B, HW, 2]
+    if oriented:  # image y points down: covariance > 0 when the left end is the higher one
+        covariance = (weight * offset[..., 0] * offset[..., 1]).sum(1)
+        facing = torch.where(covariance > 0, -1.0, 1.0).to(u.dtype)
+        u = torch.stack([u[..., 0] * facing[:, None], u[..., 1]], -1)
     centres = torch.linspace(-reach, reach, grid, device=u.device, dtype=u.dtype)
     sigma = 2 * reach / (grid - 1) * 0.6
     bump_x = torch.exp(-0.5 * ((u[..., :1] - centres) / sigma).pow(2))  # [B, HW, grid]
@@ -185,7 +197,8 @@ def object_frame_position_features(foreground: Tensor, grid: int = 5, reach: flo
     return bumps.transpose(1, 2).reshape(b, grid * grid, h, w)
 
 
-FIXED_REFERENCES = {"colour": 12, "histogram": 52, "position": 25}  # source -> channels
+# source -> channels
+FIXED_REFERENCES = {"colour": 12, "histogram": 52, "position": 25, "oriented_position": 25}
 
 
 def fixed_reference_features(sources: list[str], image01: Tensor, foreground: Tensor) -> Tensor:
@@ -195,6 +208,7 @@ def fixed_reference_features(sources: list[str], image01: Tensor, foreground: Te
         "colour": lambda: colour_texture_features(image01),
         "histogram": lambda: histogram_features(image01),
         "position": lambda: object_frame_position_features(foreground),
+        "oriented_position": lambda: object_frame_position_features(foreground, oriented=True),
     }
     return torch.cat([make[name]() for name in sources], 1)
 
@@ -228,8 +242,9 @@ class ScopsModule(nn.Module):
             channels = self.teacher.channels[0]
         else:
             raise ValueError(
-                f"unknown reference {reference!r}: colour, histogram, position (or fixed sources "
-                "joined by '+', e.g. histogram+position), ema, model:CHECKPOINT or timm:NAME:FILE"
+                f"unknown reference {reference!r}: colour, histogram, position, oriented_position "
+                "(or fixed sources joined by '+', e.g. histogram+position), ema, model:CHECKPOINT "
+                "or timm:NAME:FILE"
             )
         self.basis = PartBasis(model.num_parts, channels)
 
