@@ -151,6 +151,32 @@ def test_part_basis():
     assert [n for n, _ in basis.named_parameters()] == ["w"]
 
 
+def test_unit_rows_basis_keeps_a_background_part_alive():
+    """Part 0 owns the foreground (features 1), part 1 sits on background pixels (target 0):
+    semantic-consistency SGD kills part 1's row of the official ReLU basis, while with
+    ``unit_rows`` every row keeps the shared norm, so the background part keeps paying."""
+    probs = torch.zeros(1, 2, 4, 4)
+    probs[:, 0, :, :2] = 1.0  # foreground columns
+    probs[:, 1, :, 2:] = 1.0  # a part on the background
+    saliency = torch.zeros(1, 1, 4, 4)
+    saliency[..., :2] = 1.0
+    features = torch.ones(1, 3, 4, 4)
+    norms = {}
+    for unit_rows in (False, True):
+        torch.manual_seed(0)
+        basis = PartBasis(2, 3, unit_rows=unit_rows)
+        opt = torch.optim.SGD(basis.parameters(), lr=0.5)
+        for _ in range(200):
+            opt.zero_grad()
+            semantic_consistency_loss(probs, features, basis(), saliency).backward()
+            opt.step()
+        norms[unit_rows] = basis().norm(dim=1).detach()
+    assert norms[False][1] < 1e-3 and norms[False][0] > 1.0  # the background part's row died
+    torch.testing.assert_close(norms[True][1], norms[True][0])  # shared norm
+    assert norms[True][0] > 0.5  # a compromise between sqrt(3) (fit) and 0 (background)
+    assert [n for n, _ in PartBasis(2, 3, unit_rows=True).named_parameters()] == ["w", "log_scale"]
+
+
 def test_background_loss_known_values_and_gradient():
     probs = torch.zeros(1, 3, 2, 2)
     probs[0, 0] = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # background on the left column

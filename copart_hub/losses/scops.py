@@ -8,6 +8,7 @@ choice and a ``K + 1``-channel tensor is rejected by the shape checks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -136,19 +137,32 @@ class PartBasis(nn.Module):
 
     The official code trains ``w`` with its own SGD (lr 0.01, momentum 0.9, weight decay 5e-4,
     no decay of the lr; A1.5).
+
+    ``unit_rows`` (ours): ``W = s ReLU(w) / ||ReLU(w)||`` with one learned scale ``s`` shared by
+    all parts (initialised ``sqrt(C)``). With free row norms, a part that covers background
+    pixels (target 0) has its row shrunk by the semantic-consistency gradient until ReLU kills
+    it; the part then costs nothing anywhere and spreads over the background like a second
+    background channel. With rows of one shared norm, a part in the background always pays.
     """
 
-    def __init__(self, num_parts: int, num_channels: int) -> None:
+    def __init__(self, num_parts: int, num_channels: int, unit_rows: bool = False) -> None:
         super().__init__()
         if num_parts < 1 or num_channels < 1:
             raise ValueError(
                 f"num_parts and num_channels must be >= 1, got {num_parts} and {num_channels}"
             )
         self.w = nn.Parameter(torch.randn(num_parts, num_channels).abs())
+        self.log_scale = None
+        if unit_rows:
+            self.log_scale = nn.Parameter(torch.tensor(0.5 * math.log(num_channels)))
 
     def forward(self) -> Tensor:
-        """``ReLU(w)`` ``[K, C]``."""
-        return F.relu(self.w)
+        """``W`` ``[K, C]``: ``ReLU(w)``, or its rows at the shared norm ``s`` (``unit_rows``)."""
+        basis = F.relu(self.w)
+        if self.log_scale is None:
+            return basis
+        unit = basis / (basis.norm(dim=1, keepdim=True) + ORTHONORMAL_EPS)
+        return self.log_scale.exp() * unit
 
 
 @dataclass

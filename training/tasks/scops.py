@@ -198,6 +198,7 @@ def object_frame_position_features(
 
 
 # source -> channels
+BASIS_KINDS = ("relu", "unit_rows")
 FIXED_REFERENCES = {"colour": 12, "histogram": 52, "position": 25, "oriented_position": 25}
 
 
@@ -216,7 +217,9 @@ def fixed_reference_features(sources: list[str], image01: Tensor, foreground: Te
 class ScopsModule(nn.Module):
     """What is trained: the SCOPS model, its part basis and (for ``ema``) a teacher backbone."""
 
-    def __init__(self, model: nn.Module, reference: str, ema_decay: float) -> None:
+    def __init__(
+        self, model: nn.Module, reference: str, ema_decay: float, basis: str = "relu"
+    ) -> None:
         super().__init__()
         self.model = model
         self.reference, self.ema_decay = reference, ema_decay
@@ -246,12 +249,14 @@ class ScopsModule(nn.Module):
                 "(or fixed sources joined by '+', e.g. histogram+position), ema, model:CHECKPOINT "
                 "or timm:NAME:FILE"
             )
-        self.basis = PartBasis(model.num_parts, channels)
+        if basis not in BASIS_KINDS:
+            raise ValueError(f"basis must be one of {BASIS_KINDS}, got {basis!r}")
+        self.basis = PartBasis(model.num_parts, channels, unit_rows=basis == "unit_rows")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Part logits of a batch and the raw part basis (so DDP sees every trained parameter
+        """Part logits of a batch and the part basis ``W`` (so DDP sees every trained parameter
         used by the outputs)."""
-        return self.model(x), self.basis.w
+        return self.model(x), self.basis()
 
     @torch.no_grad()
     def reference_features(
@@ -308,6 +313,8 @@ class ScopsTask(Task):
         "saliency": "grabcut",
         "reference": "colour",
         "reference_norm": "unit_energy",  # or "none" (raw feature scale, as the official code)
+        # "relu" (official: free row norms) or "unit_rows" (one shared norm: PartBasis)
+        "basis": "relu",
         "loss_size": None,  # side of the maps the losses see; None = the input size (official)
         "ema_decay": 0.999,
         "lr": 1e-4,
@@ -333,6 +340,7 @@ class ScopsTask(Task):
         self.check_args("fraction", "ema_decay")
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
+        self.check_choice("basis", BASIS_KINDS)
         if not self.args["data_dir"]:
             self.check_choice("collection", COLLECTIONS)
         self.check_keys("weights", ScopsLossWeights.__dataclass_fields__)
@@ -354,7 +362,7 @@ class ScopsTask(Task):
         kwargs = {"input_size": (a["size"], a["size"]), **a["model_kwargs"]}
         model = create_model(a["model"], **kwargs)
         self.num_parts = model.num_parts
-        return ScopsModule(model, a["reference"], a["ema_decay"])
+        return ScopsModule(model, a["reference"], a["ema_decay"], a["basis"])
 
     def release_model(self, module: nn.Module) -> nn.Module:
         return module.model
