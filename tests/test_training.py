@@ -161,6 +161,31 @@ def test_resume_skips_a_stale_tmp_checkpoint_and_drops_rerun_metrics(tmp_path: P
 
 
 @pytest.mark.usefixtures("bsds_root")
+def test_an_export_stopped_midway_leaves_the_previous_export_whole(tmp_path: Path):
+    """A run killed while it exports ``best/`` (samples written, weights not yet) must not
+    leave new samples beside old weights: the folder keeps the previous export intact."""
+    out = tmp_path / "run"
+    trainer = _trainer(out, "max_steps=1")
+    trainer.train()
+    final = out / "final"
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    assert "model.safetensors" in before
+
+    def killed(model, path: Path) -> None:
+        Path(path).write_bytes(b"")  # half-written samples, then the process dies
+        raise KeyboardInterrupt
+
+    trainer.task.write_samples = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer._export(final, {"score": 1.0})
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    del trainer.task.write_samples  # the task's own again: a later export replaces it whole
+    trainer._export(final, {"score": 1.0})
+    assert (final / "model.safetensors").is_file() and (final / "README.md").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.usefixtures("bsds_root")
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch, capsys):
     from accelerate import Accelerator
     from copart_hub.training import launch

@@ -354,10 +354,14 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def _export(self, folder: Path, scores: dict[str, float]) -> None:
+        """Write the released model, card, licence and samples into ``folder``, atomically: into
+        a hidden sibling first, swapped in whole, so a run stopped mid-export leaves the
+        previous export intact rather than new samples beside old weights."""
         model = self._released()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "README.md").unlink(missing_ok=True)
-        samples = folder / "samples.png"
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        samples = partial / "samples.png"
         self.task.write_samples(model, samples)
         info = {
             **self.task.card_info(),
@@ -368,12 +372,18 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "sample_image": samples.name if samples.exists() else None,
         }
-        write_model_card(model, folder / "README.md", info)
+        write_model_card(model, partial / "README.md", info)
         if info.get("data_source"):  # the weights carry their training data's terms
             name = info.get("name", folder.name)
             text = licence_text(name, info["data_source"])
-            (folder / "LICENSE.md").write_text(text, encoding="utf-8")
-        model.save_pretrained(folder)
+            (partial / "LICENSE.md").write_text(text, encoding="utf-8")
+        model.save_pretrained(partial)
+        stale = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(stale, ignore_errors=True)
+        if folder.exists():
+            folder.rename(stale)
+        partial.rename(folder)
+        shutil.rmtree(stale, ignore_errors=True)
 
     def train(self) -> dict[str, Any]:
         """Resume if asked, train to ``max_steps`` (or ``max_minutes``), validate and export
