@@ -19,8 +19,8 @@ from copart_hub.hub.card import card_data, table_eval_results
 from copart_hub.hub.resolve import local_zoo_folder
 
 FACES_SPLIT = "300-W faces, every 5th crop (held out)"
-#: released model -> (training data source, tags, {card section: held-out split it scores};
-#: a section of None is the source's own held-out split, "" the tables before any ###)
+#: released model -> (training data source or sources, tags, {card section: held-out split it
+#: scores}; a section of None is the source's own held-out split, "" the tables before any ###)
 RELEASES = {
     "ssn_bsds500": ("bsds500", ["superpixels", "ssn"], {"": None}),
     "scops_faces300w": (
@@ -30,6 +30,11 @@ RELEASES = {
     ),
     "scops_horses": ("weizmann_horse", ["scops"], {"weizmann_horse": None}),
     "mcs_taichi": ("taichi", ["mcs", "motion-cosegmentation"], {"taichi": None}),
+    "mcs_faces": (
+        ("faces300w", "talking_face"),
+        ["mcs", "motion-cosegmentation", "part-swap"],
+        {"faces300w": FACES_SPLIT},
+    ),
 }
 
 
@@ -37,10 +42,11 @@ def expected(name: str) -> tuple[ModelCard, str]:
     """The card of ``name`` with up-to-date metadata, and its ``LICENSE.md``."""
     source, tags, sections = RELEASES[name]
     card = ModelCard.load(local_zoo_folder(name) / "README.md")
-    src = SOURCES[source]
+    sources = (source,) if isinstance(source, str) else source
+    src = SOURCES[sources[0]]  # the first names the held-out split
     datasets = {k: (src.dataset, split or src.eval_name) for k, split in sections.items()}
     info = {
-        **card_facts(source),
+        **card_facts(*sources),
         "tags": tags,
         "eval_results": table_eval_results(card.content, datasets),
     }

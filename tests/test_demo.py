@@ -74,8 +74,9 @@ def test_a_space_adds_the_released_models(monkeypatch: pytest.MonkeyPatch) -> No
     assert app.DemoModels.from_zoo() == app.DemoModels(superpixels="ssn_bsds500")
     monkeypatch.setenv("SYSTEM", "spaces")
     found = app.DemoModels.from_zoo()
-    assert set(found.parts) == {"scops_faces300w", "scops_horses", "mcs_taichi"}
-    assert set(found.swap) == {"mcs_taichi"} and found.superpixels == "ssn_bsds500"
+    assert set(found.parts) == {"scops_faces300w", "scops_horses", "mcs_faces", "mcs_taichi"}
+    assert list(found.swap) == ["mcs_faces", "mcs_taichi"]  # the face swap model first
+    assert found.superpixels == "ssn_bsds500"
     resolve = app.resolve_checkpoint
 
     def unreachable(name: str) -> tuple[Path, Path]:
