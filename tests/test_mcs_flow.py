@@ -4,6 +4,7 @@ pairs with flow, pairs made from one still image, and short real runs with each 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -345,19 +346,17 @@ def test_face_config_trains_on_stills_and_the_clip_and_validates_on_held_out_fac
         McsTask({**args, "val_dataset": "celeba"}, seed=0)
 
 
+def panning_clip_args(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """Task args of a tiny MCS model on one 6-frame panning clip under ``tmp_path``."""
+    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
+    base = {"video_dir": str(tmp_path / "videos"), "size": 32, "num_parts": 3, "repeats": 4}
+    return {**base, "model": "mcs_test", **overrides}
+
+
 def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
     """ "Flow first, then both": before ``flow_only_steps`` the generator gets no gradient and
     the reconstruction is not computed; after it, both are trained."""
-    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
-    args = {
-        "video_dir": str(tmp_path / "videos"),
-        "size": 32,
-        "num_parts": 3,
-        "repeats": 4,
-        "weights": {"flow": 10.0},
-        "flow_only_steps": 5,
-        "model": "mcs_test",
-    }
+    args = panning_clip_args(tmp_path, weights={"flow": 10.0}, flow_only_steps=5)
     task = McsTask(args, seed=0)
     module = task.build_model()
     data = task.train_dataset()
@@ -378,18 +377,9 @@ def test_flow_only_steps_skip_the_generator_then_train_both(tmp_path: Path):
 def test_short_run_with_still_background_lowers_it_and_needs_min_motion(tmp_path: Path):
     """``weights.still_background`` alone (no flow term): DIS targets are still computed, 20
     Adam steps lower the term; without ``flow_min_motion`` the option is refused."""
-    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=6)
-    args = {
-        "video_dir": str(tmp_path / "videos"),
-        "size": 32,
-        "num_parts": 3,
-        "repeats": 4,
-        "jitter": 0.0,
-        "lr": 1e-3,
-        "flow_min_motion": 1.0,
-        "weights": {"still_background": 10.0},
-        "model": "mcs_test",
-    }
+    args = panning_clip_args(
+        tmp_path, jitter=0.0, lr=1e-3, flow_min_motion=1.0, weights={"still_background": 10.0}
+    )
     task = McsTask(args, seed=0)
     assert "flow" in task.train_dataset()[(0, 0)]
     values = short_run(task, 20, "still_background")
