@@ -197,8 +197,8 @@ def object_frame_position_features(
     return bumps.transpose(1, 2).reshape(b, grid * grid, h, w)
 
 
+BASIS_KINDS = ("relu", "unit_rows")  # PartBasis: official free row norms, or one shared norm
 # source -> channels
-BASIS_KINDS = ("relu", "unit_rows")
 FIXED_REFERENCES = {"colour": 12, "histogram": 52, "position": 25, "oriented_position": 25}
 
 
