@@ -9,6 +9,7 @@ minus data loading.
     python benchmarks/bench_train_step.py --cases scops_horses \
         "scops_horses task_args.model=scops_fpn_resnet18 task_args.loss_size=128"
     python benchmarks/bench_train_step.py --threads 2 --batch 8 --repeats 5
+    python benchmarks/bench_train_step.py --cases mcs_taichi --compile segmenter.predictor generator
 
 A case is a config name followed by optional ``key=value`` overrides, as for ``copart-hub train``.
 ``--inference MODEL...`` instead times the forward pass of built or released models (a zoo
@@ -45,8 +46,22 @@ def _synthetic_batch(task, cfg, batch: int):
     raise ValueError(f"no synthetic batch for task {cfg.task!r}")
 
 
-def run_case(case: str, batch: int, repeats: int, threads: int) -> dict:
-    """One case in this process: median step time after one warm-up step, and peak RSS."""
+def compile_submodules(model, names: list[str]) -> None:
+    """Replace each named submodule of ``model`` (dotted, e.g. ``generator``) by its
+    ``torch.compile`` (inductor) version, in place."""
+    import torch
+
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, torch.compile(model.get_submodule(name)))
+
+
+def run_case(
+    case: str, batch: int, repeats: int, threads: int, compiled: list[str] | None = None
+) -> dict:
+    """One case in this process: median step time after one warm-up step (two with
+    ``compiled`` submodules: compilation happens in the first), and peak RSS."""
     import torch
     from copart_hub.training.config import load_config
     from copart_hub.training.launch import resolve_config
@@ -60,10 +75,13 @@ def run_case(case: str, batch: int, repeats: int, threads: int) -> dict:
     task = get_task(cfg.task)(cfg.task_args, cfg.seed)
     module = task.build_model()
     module.train()
+    if compiled:
+        compile_submodules(task.release_model(module), compiled)
+    warmup = 2 if compiled else 1
     optimizers = [opt for opt, _ in task.build_optimizers(module, cfg.max_steps)]
     data = _synthetic_batch(task, cfg, batch)
     times = []
-    for step in range(repeats + 1):
+    for step in range(repeats + warmup):
         t0 = time.perf_counter()
         loss, _ = task.training_step(module, data, step)
         loss.backward()
@@ -73,7 +91,7 @@ def run_case(case: str, batch: int, repeats: int, threads: int) -> dict:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        if step:  # the first step warms up allocators and kernels
+        if step >= warmup:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - t0)
     with open("/proc/self/status") as f:
         hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0)
@@ -118,10 +136,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--inference", nargs="+", metavar="MODEL")
+    p.add_argument(
+        "--compile",
+        nargs="+",
+        metavar="SUBMODULE",
+        help="torch.compile these submodules of the model, e.g. segmenter.predictor generator",
+    )
     p.add_argument("--_one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._one:
-        print(json.dumps(run_case(args._one, args.batch, args.repeats, args.threads)))
+        r = run_case(args._one, args.batch, args.repeats, args.threads, args.compile)
+        print(json.dumps(r))
         return
     if args.inference:
         print(f"inference, batch {args.batch}, {args.threads} threads\n")
@@ -130,12 +155,14 @@ def main() -> None:
             r = run_inference(spec, args.batch, args.repeats, args.threads)
             print(f"| `{spec}` | {r['images_per_s']:.1f} |", flush=True)
         return
-    print(f"batch {args.batch}, {args.threads} threads, median of {args.repeats} steps\n")
+    compiled = f", compiled: {' '.join(args.compile)}" if args.compile else ""
+    print(f"batch {args.batch}, {args.threads} threads, median of {args.repeats} steps{compiled}\n")
     print("| case | params (M) | s / step | samples / s | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for case in args.cases:
         cmd = [sys.executable, __file__, "--_one", case, "--batch", str(args.batch)]
         cmd += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+        cmd += ["--compile", *args.compile] if args.compile else []
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode:

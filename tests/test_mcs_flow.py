@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from copart_hub.training.config import load_config
+from copart_hub.training.data import video_foregrounds
 from copart_hub.training.flow import (
     FlowTargets,
     consistency_weight,
@@ -28,6 +29,7 @@ from copart_hub.data.provenance import licence_text
 from copart_hub.losses.mcs import McsLossWeights, flow_loss, still_background_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
+from copart_hub.saliency import unsupervised_foreground
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,6 +106,8 @@ def test_total_adds_the_weighted_flow_term():
     assert weights.total(one, one, one, torch.tensor(0.5)).item() == 8.0
     still = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, still_background=5.0)
     assert still.total(one, one, one, None, torch.tensor(0.5)).item() == 8.5
+    background = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, background=6.0)
+    assert background.total(one, one, one, None, None, torch.tensor(0.5)).item() == 9.0
 
 
 def test_still_background_loss_favours_the_background_only_where_nothing_moves():
@@ -386,6 +390,48 @@ def test_short_run_with_still_background_lowers_it_and_needs_min_motion(tmp_path
     assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
     with pytest.raises(ValueError, match="flow_min_motion"):
         McsTask({**args, "flow_min_motion": 0.0}, seed=0)
+
+
+def test_video_foregrounds_are_cached_and_follow_the_target_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``weights.background``: each frame's GrabCut foreground is computed once (a second call
+    reads the ``datasets`` cache), pairs carry the target frame's map mirrored with it, and a
+    short run lowers the background term."""
+    args = panning_clip_args(tmp_path, jitter=0.0, lr=1e-3, weights={"background": 10.0})
+    task = McsTask(args, seed=0)
+    clip = task.frames("train")[0]
+    maps = video_foregrounds(clip, "grabcut")
+    assert maps.shape == (6, 32, 32) and maps.dtype == np.uint8
+    np.testing.assert_array_equal(maps[2], np.round(unsupervised_foreground(clip[2]) * 255))
+    calls = []
+    monkeypatch.setattr(
+        "copart_hub.training.data.unsupervised_foreground", lambda *a: calls.append(a)
+    )
+    np.testing.assert_array_equal(video_foregrounds(clip, "grabcut"), maps)
+    monkeypatch.undo()
+    assert not calls  # served from the cache
+    pairs = McsFramePairs([clip], repeats=8, seed=0, jitter=0.0, foregrounds=[maps])
+    maps[:, :, :16] = 0  # a map that is not mirror-symmetric
+    maps[:, :, 16:] = np.arange(6, dtype=np.uint8)[:, None, None] * 40
+    mirrored = set()
+    for i in range(8):
+        item = pairs[(i, 0)]
+        t = int(item["times"][1])
+        frame = torch.from_numpy(clip[t]).permute(2, 0, 1).float() / 255
+        flip = not torch.allclose(item["target"], frame)
+        fg = torch.from_numpy(maps[t]).float()[None] / 255
+        torch.testing.assert_close(item["foreground"], fg.flip(-1) if flip else fg)
+        mirrored.add(flip)
+    assert mirrored == {True, False}
+    with pytest.raises(ValueError, match="one foreground map per frame"):
+        McsFramePairs([clip], foregrounds=[maps[:3]])
+    values = short_run(task, 20, "background")
+    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
+    with pytest.raises(ValueError, match="video_foreground"):
+        McsTask({**args, "video_foreground": "masks"}, seed=0)
+    with pytest.raises(ValueError, match="still_foreground"):
+        McsTask({**args, "still_images": "faces300w", "still_foreground": "none"}, seed=0)
 
 
 def test_still_pair_moves_only_the_foreground_in_front_of_a_static_background():

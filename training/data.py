@@ -17,6 +17,8 @@ from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 #: part of every video cache key: bump it when the stored frames change for the same inputs
 VIDEO_CACHE_VERSION = 1
+#: part of every video-foreground cache key: bump it when the foreground methods change
+FOREGROUND_CACHE_VERSION = 1
 
 
 def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> datasets.Dataset:
@@ -103,6 +105,31 @@ class ClipFrames:
 
     def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> np.ndarray:
         return np.array(self.table[np.asarray(index).tolist()]["frame"])
+
+
+def video_foregrounds(clip: ClipFrames, method: str) -> np.ndarray:
+    """``uint8 [T, H, W]`` unsupervised foreground (:data:`FOREGROUND_METHODS`, x 255) of every
+    frame of ``clip``, computed once and cached by ``datasets`` (the fingerprint covers the
+    frames, ``method`` and :data:`FOREGROUND_CACHE_VERSION`): the foreground target of MCS's
+    ``weights.background``."""
+    if method not in FOREGROUND_METHODS:
+        raise ValueError(f"unknown foreground method {method!r}; choose from {FOREGROUND_METHODS}")
+
+    def foreground(row: dict[str, Any]) -> dict[str, Any]:
+        fg = unsupervised_foreground(np.asarray(row["frame"], dtype=np.uint8), method)
+        return {"foreground": np.round(fg * 255).astype(np.uint8)}
+
+    h, w = clip.table.features["frame"].shape[:2]
+    features = datasets.Features({"foreground": datasets.Array2D((h, w), "uint8")})
+    key = f"{FOREGROUND_CACHE_VERSION}|{clip.table._fingerprint}|{method}"
+    table = clip.table.with_format(None).map(
+        foreground,
+        remove_columns=["frame"],
+        features=features,
+        new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
+        desc=f"video foreground ({method})",
+    )
+    return np.asarray(table.with_format("numpy")["foreground"], dtype=np.uint8)
 
 
 def _frame_rows(path: str, size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -46,8 +46,9 @@ class McsLossWeights:
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
     random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`),
-    ``flow`` (:func:`flow_loss`) and ``still_background`` (:func:`still_background_loss`);
-    0 = off, the official setting.
+    ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`) and
+    ``background`` (SCOPS's saliency constraint, :func:`~copart_hub.losses.scops.background_loss`,
+    on the target's masks against an unsupervised foreground); 0 = off, the official setting.
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -57,6 +58,7 @@ class McsLossWeights:
     equivariance_affine: float = 10.0
     flow: float = 0.0
     still_background: float = 0.0
+    background: float = 0.0
 
     def total(
         self,
@@ -65,12 +67,15 @@ class McsLossWeights:
         affine: Tensor,
         flow: Tensor | None = None,
         still: Tensor | None = None,
+        background: Tensor | None = None,
     ) -> Tensor:
-        """``reconstruction + w_shift shift + w_affine affine (+ w_flow flow + w_still still)``."""
+        """``reconstruction + w_shift shift + w_affine affine`` plus ``w_flow flow``,
+        ``w_still still`` and ``w_background background`` where given."""
         total = reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
-        if flow is not None:
-            total = total + self.flow * flow
-        return total if still is None else total + self.still_background * still
+        for weight, term in ((self.flow, flow), (self.still_background, still)):
+            if term is not None:
+                total = total + weight * term
+        return total if background is None else total + self.background * background
 
 
 class _FrozenFeatures(nn.Module):

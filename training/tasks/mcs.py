@@ -49,12 +49,13 @@ from copart_hub.losses.mcs import (
     flow_loss,
     still_background_loss,
 )
+from copart_hub.losses.scops import background_loss
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
 from copart_hub.saliency import FOREGROUND_METHODS
 
-from ..data import ClipFrames, add_foreground, image_rows, video_frames
+from ..data import ClipFrames, add_foreground, image_rows, video_foregrounds, video_frames
 from ..flow import DIS_PRESETS, FlowTargets, hflip_flow
 from ..sampling import sample_rng
 from .base import OptimizerPair, Task, register_task
@@ -88,7 +89,9 @@ class McsFramePairs(Dataset):
     source and target frame indices) and ``time_flip`` (whether S and T were swapped, so
     ``times`` is sorted unless it is set). With ``flow`` (:class:`FlowTargets`), also ``flow``
     ``[2, H, W]`` (target -> source, estimated on the stored frames, then mirrored with them) and
-    its consistency weight ``flow_weight`` ``[1, H, W]``.
+    its consistency weight ``flow_weight`` ``[1, H, W]``. With ``foregrounds`` (``uint8 [T, H, W]``
+    per clip, :func:`~training.data.video_foregrounds`), also the target frame's ``foreground``
+    ``[1, H, W]`` in [0, 1], mirrored with it.
     """
 
     def __init__(
@@ -99,11 +102,15 @@ class McsFramePairs(Dataset):
         jitter: float = 0.1,
         flip_p: float = 0.5,
         flow: FlowTargets | None = None,
+        foregrounds: list[np.ndarray] | None = None,
     ) -> None:
         if not clips or repeats < 1:
             raise ValueError("need at least one clip and repeats >= 1")
+        if foregrounds is not None and [len(f) for f in foregrounds] != [len(c) for c in clips]:
+            raise ValueError("need one foreground map per frame of every clip")
         self.clips, self.repeats, self.seed = clips, repeats, seed
         self.jitter, self.flip_p, self.flow = jitter, flip_p, flow
+        self.foregrounds = foregrounds
 
     def __len__(self) -> int:
         return len(self.clips) * self.repeats
@@ -135,6 +142,9 @@ class McsFramePairs(Dataset):
             flow, weight = self.flow((clip, int(times[0]), int(times[1])), raw[0], raw[1])
             item["flow"] = hflip_flow(flow) if mirror else flow
             item["flow_weight"] = weight.flip(-1) if mirror else weight
+        if self.foregrounds is not None:
+            fg = torch.from_numpy(self.foregrounds[clip][int(times[1])]).float()[None] / 255
+            item["foreground"] = fg.flip(-1) if mirror else fg
         return item
 
 
@@ -147,9 +157,9 @@ class McsStillPairs(Dataset):
     With ``foregrounds`` (one ``[H, W]`` map in [0, 1] per image), only the foreground moves, in
     front of the static source background that MCS's model assumes (SPEC A2.3): with the warped
     map ``m``, ``target = m source(T(z)) + (1 - m) source(z)`` and ``flow = m (T(z) - z)``.
-    ``flow_weight`` is 0 where the moving part samples outside the source frame. Both frames get
-    the same colour jitter. Items have the keys of :class:`McsFramePairs` (``clip`` = -1,
-    ``times`` = (0, 0)).
+    ``flow_weight`` is 0 where the moving part samples outside the source frame; ``foreground``
+    ``[1, H, W]`` is ``m`` (the target's foreground). Both frames get the same colour jitter.
+    Items have the keys of :class:`McsFramePairs` (``clip`` = -1, ``times`` = (0, 0)).
     """
 
     def __init__(
@@ -218,6 +228,7 @@ class McsStillPairs(Dataset):
             "time_flip": False,
             "flow": flow.contiguous(),
             "flow_weight": 1 - moving * (1 - inside),
+            "foreground": moving,
         }
 
 
@@ -298,6 +309,9 @@ class McsTask(Task):
         # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
         # front of a static background, or "none" (the whole image)
         "still_foreground": "boundary",
+        # the foreground target of each video frame for weights.background (FOREGROUND_METHODS;
+        # computed once per frame and cached)
+        "video_foreground": "grabcut",
         "weights": {},
         # the first steps train the segmenter on flow + equivariance alone (no generator, no
         # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
@@ -346,6 +360,7 @@ class McsTask(Task):
             self.check_choice("val_dataset", DATASETS)
         self.check_choice("flow_preset", DIS_PRESETS)
         self.check_choice("still_foreground", (*FOREGROUND_METHODS, "none"))
+        self.check_choice("video_foreground", FOREGROUND_METHODS)
         still = self.args["still_images"]
         if still is not None and still not in STILL_COLLECTIONS:
             self.check_args("folder", "still_images")
@@ -365,6 +380,14 @@ class McsTask(Task):
             raise ValueError(
                 "task_args.weights.still_background needs task_args.flow_min_motion > 0 (the "
                 "pixels of motion from which a pixel counts as moving)"
+            )
+        if (
+            self.weights.background > 0
+            and self.args["still_images"] is not None
+            and self.args["still_foreground"] == "none"
+        ):
+            raise ValueError(
+                "task_args.weights.background needs a still_foreground method for still_images"
             )
         if self.args["flow_only_steps"] and self.weights.flow <= 0:
             raise ValueError("task_args.flow_only_steps needs task_args.weights.flow > 0")
@@ -445,16 +468,21 @@ class McsTask(Task):
         flow = None
         if self.weights.flow > 0 or self.weights.still_background > 0:
             flow = FlowTargets(a["flow_preset"], min_motion=a["flow_min_motion"])
+        clips = self.frames("train")
+        foregrounds = None
+        if self.weights.background > 0:
+            foregrounds = [video_foregrounds(c, a["video_foreground"]) for c in clips]
         videos = McsFramePairs(
-            self.frames("train"), a["repeats"], self.seed, a["jitter"], flow=flow
+            clips, a["repeats"], self.seed, a["jitter"], flow=flow, foregrounds=foregrounds
         )
         if a["still_images"] is None:
             return videos
-        images, foregrounds = self.still_images()
-        stills = McsStillPairs(images, foregrounds, self.seed, a["jitter"])
-        if flow is None:
-            return PairMix([videos, stills], drop=("flow", "flow_weight"))
-        return PairMix([videos, stills])
+        images, still_foregrounds = self.still_images()
+        stills = McsStillPairs(images, still_foregrounds, self.seed, a["jitter"])
+        drop = () if flow is not None else ("flow", "flow_weight")
+        if foregrounds is None:
+            drop = (*drop, "foreground")
+        return PairMix([videos, stills], drop=drop)
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
         """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules."""
@@ -491,7 +519,12 @@ class McsTask(Task):
             still = still_background_loss(
                 out["seg_target"].masks[:, :1], batch["flow"], self.args["flow_min_motion"]
             )
-        loss = self.weights.total(reconstruction, shift, affine, flow, still)
+        background = None
+        if self.weights.background > 0:
+            masks = out["seg_target"].masks
+            fg = F.interpolate(batch["foreground"], size=masks.shape[-2:], mode="area")
+            background = background_loss(masks, fg)
+        loss = self.weights.total(reconstruction, shift, affine, flow, still, background)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
@@ -501,6 +534,8 @@ class McsTask(Task):
             logs["flow"] = flow.item()
         if still is not None:
             logs["still_background"] = still.item()
+        if background is not None:
+            logs["background"] = background.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation
