@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import copart_hub
 from copart_hub.models.decoders import FPNDecoder
@@ -45,10 +47,38 @@ def test_saved_config_is_checked_against_the_backbone(tmp_path):
         SCOPSFPN(num_parts=2, feature_channels=[1, 2, 3, 4])
 
 
-def test_old_architecture_checkpoint_still_loads():
-    model = copart_hub.from_pretrained("scops_horses")
+#: config.json of the released dilated ResNet-18 checkpoints (scops_horses of 2026-11-22)
+OLD_SCOPS_CONFIG = {
+    "architecture": "scops",
+    "aspp_rates": [3, 6, 9, 12],
+    "backbone": "resnet18",
+    "backbone_weights": None,
+    "feature_channels": 512,
+    "feature_reduction": 8,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "input_size": [256, 256],
+    "num_parts": 4,
+    "output_stride": 8,
+}
+
+
+def test_old_architecture_checkpoint_still_loads(tmp_path):
+    """A folder as the old releases wrote it (their config.json, weights by state-dict name)
+    loads with its weights, whatever the zoo holds now."""
+    torch.manual_seed(0)
+    kwargs = {k: v for k, v in OLD_SCOPS_CONFIG.items() if k != "architecture"}
+    old = SCOPS(**{**kwargs, "input_size": (256, 256), "aspp_rates": (3, 6, 9, 12)}).eval()
+    (tmp_path / "config.json").write_text(json.dumps(OLD_SCOPS_CONFIG))
+    save_file(
+        {k: v.contiguous() for k, v in old.state_dict().items()}, tmp_path / "model.safetensors"
+    )
+    model = copart_hub.from_pretrained(tmp_path)
     assert type(model) is SCOPS and model.config["feature_reduction"] == 8
-    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5, 8, 8)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), old(x))
+    assert model(x).shape == (1, 5, 8, 8)
 
 
 def test_part_segmenter_upsamples_as_training_does():
