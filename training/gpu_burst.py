@@ -33,15 +33,7 @@ JOBS: dict[str, tuple[str, list[str]]] = {
             "batch_size=32",
         ],
     ),
-    "scops_horses": (
-        "scops_horses",
-        [
-            "task_args.model=scops_fpn_regnetx_002",
-            "task_args.loss_size=64",
-            "task_args.reference=histogram+position",
-            "batch_size=32",
-        ],
-    ),
+    "scops_horses": ("scops_horses", ["batch_size=32"]),  # the config holds the recipe
     "mcs_taichi": (
         "mcs_taichi",
         [
