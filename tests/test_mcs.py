@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_mcs
 from PIL import Image
 
 import copart_hub
 from copart_hub.hub.registry import get_entry
-from copart_hub.losses.mcs import McsLossWeights, PerceptualPyramid, equivariance_losses
+from copart_hub.losses.mcs import (
+    EmaEncoderFeatures,
+    McsLossWeights,
+    PerceptualPyramid,
+    equivariance_losses,
+)
 from copart_hub.models.mcs import (
     MCSGenerator,
     MCSModel,
@@ -469,3 +475,29 @@ def test_ssim_pyramid_penalises_blur_more_than_a_brightness_shift():
     assert prediction.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="ssim_weight > 0"):
         PerceptualPyramid("none", pixel_weight=0)
+
+
+def test_ema_encoder_features_follow_the_generator_and_pass_gradient_to_the_prediction():
+    """``feature_net="encoder"``: one frozen map per encoder block (full, 1/2, 1/4), equal to the
+    generator's own encoder after an update with decay 0, unchanged with decay 1."""
+    model = tiny_mcs()
+    teacher = EmaEncoderFeatures(model.generator, decay=1.0).eval()
+    images = torch.rand(2, 3, 64, 64)
+    maps = teacher(images)
+    assert [m.shape[-1] for m in maps] == [64, 32, 16]
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(0.1)
+        before = teacher(images)[-1]
+        teacher.update(model.generator)  # decay 1: never moves
+        assert torch.equal(teacher(images)[-1], before)
+        teacher.decay = 0.0
+        teacher.update(model.generator)
+        assert torch.allclose(teacher(images)[-1], model.generator.eval().encode(images))
+    loss = PerceptualPyramid(teacher, layer_weights=(10.0,) * 3, pixel_weight=0)
+    prediction = images.clone().requires_grad_()
+    loss(prediction, images.flip(-1)).backward()
+    assert prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="decay"):
+        EmaEncoderFeatures(model.generator, decay=1.5)

@@ -493,3 +493,39 @@ def test_min_motion_weights_only_what_moves():
     assert weight[0, 50:, :].mean() < 0.2 and weight[0, :10, :].mean() < 0.2  # still background
     plain = FlowTargets("medium")("p", still, moved)[1]
     assert plain[0, 50:, :].mean() > 0.8
+
+
+def test_short_run_with_the_generators_own_encoder_as_features_lowers_the_reconstruction(
+    tmp_path: Path,
+):
+    """``feature_net="encoder"``: one default layer weight per encoder block, the EMA copy moves
+    with training, and 20 Adam steps lower the reconstruction term; a weight list of the wrong
+    length is refused."""
+    write_panning_clip(tmp_path / "a.mp4", frames=6)
+    args = {
+        "video_dir": str(tmp_path),
+        "size": 32,
+        "num_parts": 3,
+        "repeats": 4,
+        "jitter": 0.0,
+        "lr": 1e-3,
+        "feature_net": "encoder",
+        "ema_decay": 0.99,
+        "model": "mcs_test",
+    }
+    task = McsTask(args, seed=0)
+    module = task.build_model()
+    teacher = module.perceptual.features
+    assert module.perceptual.layer_weights == (10.0,) * len(teacher.stages) == (10.0,) * 3
+    start = [p.clone() for p in teacher.parameters()]
+    values = short_run(task, 20, "reconstruction")
+    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
+    with torch.no_grad():  # as if trained: the training step moves the copy towards it
+        for p in module.model.generator.parameters():
+            p.add_(0.1)
+    batch = torch.utils.data.default_collate([task.train_dataset()[(0, 0)]] * 2)
+    task.training_step(module.train(), batch, 0)
+    assert any(not torch.equal(a, b) for a, b in zip(start, teacher.parameters(), strict=True))
+    wrong = McsTask({**args, "weights": {"perceptual": [1.0, 1.0]}}, seed=0)
+    with pytest.raises(ValueError, match="gives 3 feature maps"):
+        wrong.build_model()

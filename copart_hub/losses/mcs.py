@@ -10,6 +10,8 @@ The official reconstruction loss is an ImageNet VGG-19 pyramid, which is not ava
   local weight file the user provides; nothing is ever downloaded.
 * ``"none"``: no features; with ``pixel_weight > 0`` a plain L1 pyramid on pixels, and/or with
   ``ssim_weight > 0`` a structural-similarity (SSIM, kornia) pyramid.
+* ``"encoder"`` (:class:`EmaEncoderFeatures`, built by the training task): the generator's own
+  encoder, as a frozen copy updated as an exponential moving average of the trained one.
 * or any ``nn.Module`` mapping ``[B, 3, H, W]`` in [0, 1] to a list of feature maps (or one
   map), e.g. a frozen timm ``features_only`` model with its own normalisation.
 
@@ -19,6 +21,7 @@ The default adds a pixel L1 term (weight 10) to the random features; the officia
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from kornia.losses import ssim_loss
 from torch import Tensor, nn
 
-from ..models.mcs import MCSSegmentation
+from ..models.mcs import MCSGenerator, MCSSegmentation
 from ..ops.antialias import PYRAMID_SCALES, Border, image_pyramid
 from ..ops.coordinates import coordinate_grid
 from ..ops.warps import TPSTransform
@@ -120,6 +123,45 @@ def random_feature_net(channels: Sequence[int] = RANDOM_CHANNELS, seed: int = 0)
                 conv.weight.mul_((2 / fan_in) ** 0.5)
                 conv.bias.zero_()
     return _FrozenFeatures(stages, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+class EmaEncoderFeatures(nn.Module):
+    """The generator's own encoder as perceptual features: a frozen copy of its first block and
+    down blocks, moved towards the trained ones by :meth:`update` (EMA, ``decay`` per call).
+
+    Returns one map per block (``1 + num_down_blocks``: full, 1/2, 1/4 resolution); inputs are
+    RGB in [0, 1], as the generator's; its BatchNorm statistics are averaged as the weights.
+    """
+
+    def __init__(self, generator: MCSGenerator, decay: float = 0.999) -> None:
+        super().__init__()
+        if not 0 <= decay <= 1:
+            raise ValueError(f"decay must be in [0, 1] (1: never updated), got {decay}")
+        self.stages = copy.deepcopy(self._stages(generator)).requires_grad_(False)
+        self.decay = decay
+
+    @staticmethod
+    def _stages(generator: MCSGenerator) -> nn.ModuleList:
+        return nn.ModuleList([generator.first, *generator.down])
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """RGB ``[B, 3, H, W]`` in [0, 1] -> one ``[B, C_i, H / 2**i, W / 2**i]`` map per block."""
+        features, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+    @torch.no_grad()
+    def update(self, generator: MCSGenerator) -> None:
+        """``teacher <- decay teacher + (1 - decay) generator`` for the encoder's weights and
+        BatchNorm statistics."""
+        trained = self._stages(generator)
+        for t, s in zip(self.stages.parameters(), trained.parameters(), strict=True):
+            t.lerp_(s, 1 - self.decay)
+        for t, s in zip(self.stages.buffers(), trained.buffers(), strict=True):
+            if t.is_floating_point():  # BatchNorm statistics: averaged as the weights
+                t.lerp_(s, 1 - self.decay)
 
 
 def _load_state(path: Path) -> dict[str, Tensor]:

@@ -43,6 +43,7 @@ from copart_hub.data.videos import (
 from copart_hub.evaluation.parts import DATASETS, evaluate
 from copart_hub.losses.mcs import (
     RANDOM_CHANNELS,
+    EmaEncoderFeatures,
     McsLossWeights,
     PerceptualPyramid,
     equivariance_losses,
@@ -300,7 +301,10 @@ class McsTask(Task):
         "repeats": 50,
         "train_clips": None,
         "jitter": 0.1,
-        "feature_net": "random",  # or "vgg19" with vgg_weights (a local file), or "none"
+        # or "vgg19" with vgg_weights (a local file), "none", or "encoder": the generator's own
+        # encoder as an EMA copy (ema_decay per step; one weights.perceptual per encoder block)
+        "feature_net": "random",
+        "ema_decay": 0.999,
         "vgg_weights": None,
         "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
         "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
@@ -332,6 +336,7 @@ class McsTask(Task):
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
         self.check_args("positive", "lr")
         self.check_args("non_negative", "jitter", "flow_min_motion")
+        self.check_args("fraction", "ema_decay")
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_args("ints", "train_clips", "random_channels")
@@ -355,7 +360,7 @@ class McsTask(Task):
                 self.videos = find_videos(self.args["video_dir"])
             except ValueError as err:
                 raise ValueError(f"task_args.video_dir {err}") from None
-        self.check_choice("feature_net", ("random", "vgg19", "none"))
+        self.check_choice("feature_net", ("random", "vgg19", "none", "encoder"))
         if self.args["val_dataset"] is not None:
             self.check_choice("val_dataset", DATASETS)
         self.check_choice("flow_preset", DIS_PRESETS)
@@ -425,10 +430,21 @@ class McsTask(Task):
             input_size=(a["size"], a["size"]),
             **a["model_kwargs"],
         )
+        feature_net, layer_weights = a["feature_net"], self.weights.perceptual
+        if feature_net == "encoder":
+            feature_net = EmaEncoderFeatures(model.generator, a["ema_decay"])
+            blocks = len(feature_net.stages)
+            if "perceptual" not in a["weights"]:  # the default's weight, once per block
+                layer_weights = (McsLossWeights.perceptual[0],) * blocks
+            elif len(layer_weights) != blocks:
+                raise ValueError(
+                    f"feature_net='encoder' gives {blocks} feature maps (the generator's first "
+                    f"and down blocks), but task_args.weights.perceptual has {len(layer_weights)}"
+                )
         perceptual = PerceptualPyramid(
-            a["feature_net"],
+            feature_net,
             vgg_weights=a["vgg_weights"],
-            layer_weights=self.weights.perceptual,
+            layer_weights=layer_weights,
             pixel_weight=self.weights.pixel,
             ssim_weight=self.weights.ssim,
             random_channels=tuple(a["random_channels"]),
@@ -497,8 +513,11 @@ class McsTask(Task):
         """Perceptual pyramid of the reconstructed target plus shift/affine equivariance under a
         random MCS transform of the target (border padding) drawn from ``(seed, step)``, plus
         the flow term when ``weights.flow > 0``; before ``flow_only_steps`` no reconstruction
-        (logged as 0)."""
+        (logged as 0). ``feature_net="encoder"`` first moves its EMA copy of the encoder."""
         inner = module.module if hasattr(module, "module") else module  # DDP wrapper
+        if isinstance(inner.perceptual.features, EmaEncoderFeatures):
+            # before the loss: its backward needs the teacher's weights as they were used
+            inner.perceptual.features.update(inner.model.generator)
         source, target = batch["source"], batch["target"]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         transform = random_mcs_tps(
