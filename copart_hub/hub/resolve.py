@@ -36,7 +36,7 @@ RELEASED: dict[str, tuple[str, str]] = {
 PRETRAINED_TAGS = {
     "ssn_deep.bsds500": "ssn_bsds500",
     "scops_fpn_regnetx_002.faces300w": "scops_faces300w",
-    "scops_resnet18.horses": "scops_horses",
+    "scops_fpn_regnetx_002.horses": "scops_horses",
     "mcs_k10.taichi": "mcs_taichi",
     "mcs_k10.faces300w": "mcs_faces",
 }
