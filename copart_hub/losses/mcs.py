@@ -21,7 +21,6 @@ The default adds a pixel L1 term (weight 10) to the random features; the officia
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from kornia.losses import ssim_loss
+from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
 from ..models.mcs import MCSGenerator, MCSSegmentation
@@ -127,22 +127,36 @@ def random_feature_net(channels: Sequence[int] = RANDOM_CHANNELS, seed: int = 0)
 
 class EmaEncoderFeatures(nn.Module):
     """The generator's own encoder as perceptual features: a frozen copy of its first block and
-    down blocks, moved towards the trained ones by :meth:`update` (EMA, ``decay`` per call).
+    down blocks, moved towards the trained ones by :meth:`update` (timm's ``ModelEmaV3``:
+    ``decay`` per call, weights and BatchNorm statistics averaged alike).
 
     Returns one map per block (``1 + num_down_blocks``: full, 1/2, 1/4 resolution); inputs are
-    RGB in [0, 1], as the generator's; its BatchNorm statistics are averaged as the weights.
+    RGB in [0, 1], as the generator's.
     """
 
     def __init__(self, generator: MCSGenerator, decay: float = 0.999) -> None:
         super().__init__()
         if not 0 <= decay <= 1:
             raise ValueError(f"decay must be in [0, 1] (1: never updated), got {decay}")
-        self.stages = copy.deepcopy(self._stages(generator)).requires_grad_(False)
-        self.decay = decay
+        self.ema = ModelEmaV3(self._stages(generator), decay=decay)
+        self.ema.module.requires_grad_(False)
 
     @staticmethod
     def _stages(generator: MCSGenerator) -> nn.ModuleList:
         return nn.ModuleList([generator.first, *generator.down])
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The averaged copy of the encoder's blocks."""
+        return self.ema.module
+
+    @property
+    def decay(self) -> float:
+        return self.ema.decay
+
+    @decay.setter
+    def decay(self, value: float) -> None:
+        self.ema.decay = value
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """RGB ``[B, 3, H, W]`` in [0, 1] -> one ``[B, C_i, H / 2**i, W / 2**i]`` map per block."""
@@ -154,14 +168,8 @@ class EmaEncoderFeatures(nn.Module):
 
     @torch.no_grad()
     def update(self, generator: MCSGenerator) -> None:
-        """``teacher <- decay teacher + (1 - decay) generator`` for the encoder's weights and
-        BatchNorm statistics."""
-        trained = self._stages(generator)
-        for t, s in zip(self.stages.parameters(), trained.parameters(), strict=True):
-            t.lerp_(s, 1 - self.decay)
-        for t, s in zip(self.stages.buffers(), trained.buffers(), strict=True):
-            if t.is_floating_point():  # BatchNorm statistics: averaged as the weights
-                t.lerp_(s, 1 - self.decay)
+        """``teacher <- decay teacher + (1 - decay) generator`` (weights and statistics)."""
+        self.ema.update(self._stages(generator))
 
 
 def _load_state(path: Path) -> dict[str, Tensor]:
