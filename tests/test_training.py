@@ -102,6 +102,8 @@ def test_config_accepts_ints_for_floats_and_null_for_optional_fields():
         ("scops", {"scale_range": [1.1, 0.6]}, "task_args.scale_range must be [low, high]"),
         ("scops", {"collection": "cats"}, "task_args.collection must be one of"),
         ("scops", {"ema_decay": 2}, "task_args.ema_decay must be a number in [0, 1]"),
+        ("scops", {"lr_schedule": "step"}, "task_args.lr_schedule must be one of"),
+        ("mcs", {"lr_schedule": "linear"}, "task_args.lr_schedule must be one of"),
         ("mcs", {"feature_net": "resnet"}, "task_args.feature_net must be one of"),
         ("mcs", {"vgg_weights": "/no/such/file"}, "task_args.vgg_weights must be an existing"),
         ("mcs", {"weights": {"pixels": 1}}, "task_args.weights: unknown keys ['pixels']"),
@@ -236,6 +238,28 @@ def _run(args: list[str], nproc: int = 1, timeout: int = 600) -> subprocess.Comp
             *args,
         ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("task", ["scops", "mcs"])
+def test_cosine_schedule_takes_the_networks_lr_to_zero_over_max_steps(task: str):
+    """The scheduler the trainer steps once a step: lr(t) = lr0 (1 + cos(pi t / T)) / 2."""
+    import math
+
+    from copart_hub.training.tasks import get_task
+
+    made = get_task(task)({"lr": 1e-3, "lr_schedule": "cosine"}, seed=0)
+    module = made.build_model()
+    (opt, sched), *rest = made.build_optimizers(module, max_steps=10)
+    assert all(s is None for _, s in rest)  # the SCOPS part basis keeps its own SGD rate
+    seen = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    expected = [1e-3 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(1, 11)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    constant = get_task(task)({"lr": 1e-3}, seed=0)
+    assert all(s is None for _, s in constant.build_optimizers(module, max_steps=10))
 
 
 def _losses(out_dir: Path) -> dict[int, float]:

@@ -17,6 +17,21 @@ from copart_hub.hub.registry import get_architecture, get_entry
 
 OptimizerPair = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]
 
+#: learning-rate schedules a task may offer (``task_args.lr_schedule``)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, max_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """``constant``: None (no scheduler); ``cosine``: the learning rate falls from its value to 0
+    along half a cosine over ``max_steps`` steps (the trainer steps it once per step)."""
+    if schedule == "constant":
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+
 
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

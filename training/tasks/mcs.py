@@ -59,7 +59,7 @@ from copart_hub.saliency import FOREGROUND_METHODS
 from ..data import ClipFrames, add_foreground, image_rows, video_foregrounds, video_frames
 from ..flow import DIS_PRESETS, FlowTargets, hflip_flow
 from ..sampling import sample_rng
-from .base import OptimizerPair, Task, register_task
+from .base import LR_SCHEDULES, OptimizerPair, Task, lr_scheduler, register_task
 
 STILL_COLLECTIONS = {"faces300w": collections.faces300w}
 #: ``video_dir`` names of the shared data's clip folders (under ``data_root``)
@@ -321,6 +321,7 @@ class McsTask(Task):
         # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
         "flow_only_steps": 0,
         "lr": 2e-4,
+        "lr_schedule": "constant",  # or "cosine" (lr to 0 over max_steps)
         "betas": [0.5, 0.999],
         "val_every_nth_frame": 10,
         # held-out protocol of `copart-hub eval parts` (faces300w, faces300w-zoomshift, taichi,
@@ -339,6 +340,7 @@ class McsTask(Task):
         self.check_args("fraction", "ema_decay")
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
+        self.check_choice("lr_schedule", LR_SCHEDULES)
         self.check_args("ints", "train_clips", "random_channels")
         if any(c < 1 for c in self.args["random_channels"]):
             raise ValueError(
@@ -501,10 +503,11 @@ class McsTask(Task):
         return PairMix([videos, stills], drop=drop)
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
-        """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules."""
+        """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules;
+        ``lr_schedule=cosine`` decays it to 0 over ``max_steps``."""
         a = self.args
         opt = torch.optim.Adam(module.model.parameters(), lr=a["lr"], betas=tuple(a["betas"]))
-        return [(opt, None)]
+        return [(opt, lr_scheduler(opt, a["lr_schedule"], max_steps))]
 
     # ----------------------------------------------------------------- losses
     def training_step(

@@ -58,7 +58,7 @@ from copart_hub.saliency import FOREGROUND_METHODS
 
 from ..data import add_foreground, image_rows
 from ..sampling import sample_rng
-from .base import OptimizerPair, Task, register_task
+from .base import LR_SCHEDULES, OptimizerPair, Task, lr_scheduler, register_task
 
 COLLECTIONS = {"faces300w": collections.faces300w, "weizmann_horse": collections.weizmann_horses}
 
@@ -318,6 +318,7 @@ class ScopsTask(Task):
         "loss_size": None,  # side of the maps the losses see; None = the input size (official)
         "ema_decay": 0.999,
         "lr": 1e-4,
+        "lr_schedule": "constant",  # or "cosine" (the network's lr to 0 over max_steps)
         "basis_lr": 0.01,
         "weights": {},
         "val_fit_images": 400,
@@ -341,6 +342,7 @@ class ScopsTask(Task):
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
         self.check_choice("basis", BASIS_KINDS)
+        self.check_choice("lr_schedule", LR_SCHEDULES)
         if not self.args["data_dir"]:
             self.check_choice("collection", COLLECTIONS)
         self.check_keys("weights", ScopsLossWeights.__dataclass_fields__)
@@ -375,12 +377,14 @@ class ScopsTask(Task):
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
         """Adam for the network (from scratch; the official SGD 1e-5/1e-4 fine-tunes an ImageNet
         ResNet) and the official SGD for the basis. Clip gradients (``clip_grad_norm``, 5 in the
-        configs): an unclipped first basis step with the 1e4 weight kills rows of ReLU(w)."""
+        configs): an unclipped first basis step with the 1e4 weight kills rows of ReLU(w).
+        ``lr_schedule=cosine`` decays the network's lr to 0 over ``max_steps``."""
         model_opt = torch.optim.Adam(module.model.parameters(), lr=self.args["lr"])
         basis_opt = torch.optim.SGD(
             module.basis.parameters(), lr=self.args["basis_lr"], momentum=0.9, weight_decay=5e-4
         )
-        return [(model_opt, None), (basis_opt, None)]
+        schedule = lr_scheduler(model_opt, self.args["lr_schedule"], max_steps)
+        return [(model_opt, schedule), (basis_opt, None)]
 
     # ----------------------------------------------------------------- losses
     def _normalise(self, model: nn.Module, image01: Tensor) -> Tensor:
