@@ -81,6 +81,15 @@ class McsLossWeights:
         return total if background is None else total + self.background * background
 
 
+def run_stages(stages: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Apply ``stages`` in turn to ``x``; every stage's output, in order."""
+    features = []
+    for stage in stages:
+        x = stage(x)
+        features.append(x)
+    return features
+
+
 class _FrozenFeatures(nn.Module):
     """Stages applied in turn to normalised images; frozen, returns every stage's output."""
 
@@ -92,12 +101,7 @@ class _FrozenFeatures(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """RGB ``[B, 3, H, W]`` in [0, 1] -> one ``[B, C_i, H_i, W_i]`` map per stage."""
-        x = (images - self.mean) / self.std
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return run_stages(self.stages, (images - self.mean) / self.std)
 
 
 def random_feature_net(channels: Sequence[int] = RANDOM_CHANNELS, seed: int = 0) -> nn.Module:
@@ -160,11 +164,7 @@ class EmaEncoderFeatures(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """RGB ``[B, 3, H, W]`` in [0, 1] -> one ``[B, C_i, H / 2**i, W / 2**i]`` map per block."""
-        features, x = [], images
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+        return run_stages(self.stages, images)
 
     @torch.no_grad()
     def update(self, generator: MCSGenerator) -> None:
