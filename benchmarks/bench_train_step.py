@@ -10,6 +10,7 @@ minus data loading.
         "scops_horses task_args.model=scops_fpn_resnet18 task_args.loss_size=128"
     python benchmarks/bench_train_step.py --threads 2 --batch 8 --repeats 5
     python benchmarks/bench_train_step.py --cases mcs_taichi --compile segmenter.predictor generator
+    python benchmarks/bench_train_step.py --cases mcs_taichi "mcs_taichi channels_last=true"
 
 A case is a config name followed by optional ``key=value`` overrides, as for ``copart-hub train``.
 ``--inference MODEL...`` instead times the forward pass of built or released models (a zoo
@@ -80,6 +81,11 @@ def run_case(
     warmup = 2 if compiled else 1
     optimizers = [opt for opt, _ in task.build_optimizers(module, cfg.max_steps)]
     data = _synthetic_batch(task, cfg, batch)
+    if cfg.channels_last:  # as the trainer does: NHWC weights and image batches
+        from copart_hub.training.trainer import channels_last_batch
+
+        module.to(memory_format=torch.channels_last)
+        data = channels_last_batch(data)
     times = []
     for step in range(repeats + warmup):
         t0 = time.perf_counter()

@@ -62,6 +62,9 @@ class TrainConfig:
     # export as at max_steps (equal-time ablations; a later call resumes towards max_steps)
     max_minutes: float | None = None
     stop_at_step: int | None = None  # exit abruptly after this step (to test exact resume)
+    # NHWC memory format for the model and the image batches: faster convolutions for some
+    # models on CPU (benchmarks/README.md); weights are saved in the standard format all the same
+    channels_last: bool = False
     task_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,8 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def channels_last_batch(batch: Any) -> Any:
+    """``batch`` with every 4-D tensor (in a dict, list or tuple, nested) in NHWC memory format."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, Mapping):
+        return {k: channels_last_batch(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(channels_last_batch(v) for v in batch)
+    return batch
+
+
 def _step_of(path: Path) -> int | None:
     """N of a ``step_N`` folder; ``None`` for anything else (e.g. a partial ``step_N.tmp``)."""
     match = re.fullmatch(r"step_(\d+)", path.name)
@@ -178,6 +190,8 @@ class Trainer:
         model = self.task.build_model()
         if cfg.init_from:
             self._initialise_from(model, cfg.init_from)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         if cfg.sync_batchnorm and self.acc.num_processes > 1 and self.acc.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.train_set = self.task.train_dataset()
@@ -237,6 +251,20 @@ class Trainer:
         self.acc.print(f"initialised from {source}")
 
     # ----------------------------------------------------------------- checkpoints
+    @contextmanager
+    def _standard_layout(self) -> Iterator[None]:
+        """Weights in the standard (NCHW-contiguous) layout while inside: safetensors saves
+        only contiguous tensors. The parameters stay the same objects (the optimisers keep
+        them); with ``channels_last`` they return to NHWC on exit."""
+        if not self.cfg.channels_last:
+            yield
+            return
+        self.model.to(memory_format=torch.contiguous_format)
+        try:
+            yield
+        finally:
+            self.model.to(memory_format=torch.channels_last)
+
     def save_checkpoint(self) -> Path:
         """Write ``step_N`` into ``step_N.tmp`` and rename it once complete, then keep the last
         ``keep_checkpoints``. A failed write (e.g. a full disk) removes the partial folder, keeps
@@ -251,7 +279,8 @@ class Trainer:
         tmp = final.with_name(final.name + ".tmp")
         self.acc.wait_for_everyone()
         try:
-            self.acc.save_state(str(tmp))
+            with self._standard_layout():
+                self.acc.save_state(str(tmp))
             if self.acc.is_main_process:
                 state = {
                     "step": self.step,
@@ -377,7 +406,8 @@ class Trainer:
             name = info.get("name", folder.name)
             text = licence_text(name, info["data_source"])
             (partial / "LICENSE.md").write_text(text, encoding="utf-8")
-        model.save_pretrained(partial)
+        with self._standard_layout():
+            model.save_pretrained(partial)
         stale = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(stale, ignore_errors=True)
         if folder.exists():
@@ -418,6 +448,8 @@ class Trainer:
                 skip = self.acc.skip_first_batches
                 batches = skip(self.loader, offset) if offset else self.loader
                 for batch in batches:
+                    if cfg.channels_last:
+                        batch = channels_last_batch(batch)
                     with self.acc.accumulate(self.model):
                         loss, logs = self.task.training_step(self.model, batch, self.step)
                         step_losses.append(loss.detach().float())
