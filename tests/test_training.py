@@ -302,9 +302,7 @@ def test_exact_resume_after_kill(tmp_path: Path):
         assert (killed / "final" / name).is_file()
 
 
-def _same_step_losses(
-    tmp_path: Path, extra: list[str], nproc: int = 1, rel: float = 1e-5
-) -> None:
+def _same_step_losses(tmp_path: Path, extra: list[str], nproc: int = 1, rel: float = 1e-5) -> None:
     """Three steps with ``extra`` settings log the same losses as the plain run."""
     args = [*TINY, "max_steps=3"]
     r1 = _run([*args, f"output_dir={tmp_path / 'plain'}"])
