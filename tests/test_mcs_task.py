@@ -130,6 +130,8 @@ def test_validate_and_samples(task: McsTask, tmp_path: Path):
     scores = task.validate(model)
     assert 0 <= scores["fg_iou"] <= 1 and scores["score"] == scores["fg_iou"]
     assert np.isfinite(scores["mae_sum"]) and 0 < scores["mae_coords"] <= 66
+    assert 0 < scores["recon_l1"] < 1 and 0 < scores["copy_l1"] < scores["recon_l1"]  # untrained
+    assert -1 <= scores["recon_ssim"] <= 1 and scores["recon_sharpness"] > 0
     task.write_samples(model, tmp_path / "samples.png")
     assert Image.open(tmp_path / "samples.png").size[0] > 4 * 32
 

@@ -1,0 +1,64 @@
+"""Held-out reconstruction scores of motion co-segmentation models (copart_hub.evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from kornia.filters import box_blur
+
+from copart_hub.evaluation.reconstruction import frame_pairs, reconstruction_scores
+
+
+class _Drawer(torch.nn.Module):
+    """Stands in for an MCS model: predicts the target itself, blurred, or the source."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        pred = {"target": target, "blur": box_blur(target, (7, 7)), "source": source}[self.mode]
+        return {"prediction": pred}
+
+
+def _clips(n: int = 2, frames: int = 12, size: int = 24) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_pairs_stay_inside_each_clip():
+    clips = [np.arange(12).reshape(12, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)]
+    pairs = [(int(s[0, 0, 0]), int(t[0, 0, 0])) for s, t in frame_pairs(clips, gap=5, every=3)]
+    assert pairs == [(0, 5), (3, 8), (6, 11)]
+
+
+def test_a_perfect_drawing_scores_perfectly_and_a_blurred_one_loses_sharpness():
+    clips = _clips()
+    perfect = reconstruction_scores(_Drawer("target"), clips, gap=4, every=2, batch_size=3)
+    assert perfect["recon_l1"] == pytest.approx(0, abs=1e-7)
+    assert perfect["recon_ssim"] == pytest.approx(1, abs=1e-4)
+    assert perfect["recon_sharpness"] == pytest.approx(1, abs=1e-6)
+    assert perfect["copy_l1"] > 0.2  # independent random frames
+    blurred = reconstruction_scores(_Drawer("blur"), clips, gap=4, every=2)
+    assert blurred["recon_sharpness"] < 0.5 and blurred["recon_ssim"] < 0.5
+    copied = reconstruction_scores(_Drawer("source"), clips, gap=4, every=2)
+    assert copied["recon_l1"] == pytest.approx(copied["copy_l1"])
+    assert copied["recon_ssim"] == pytest.approx(copied["copy_ssim"])
+
+
+def test_a_real_model_is_scored_and_left_in_its_mode():
+    from copart_hub import create_model
+
+    model = create_model("mcs_test", num_parts=2, input_size=(32, 32)).train()
+    scores = reconstruction_scores(model, _clips(1, 6, 32), gap=2, every=2)
+    assert set(scores) == {"recon_l1", "recon_ssim", "recon_sharpness", "copy_l1", "copy_ssim"}
+    assert all(np.isfinite(v) for v in scores.values()) and model.training
+
+
+def test_clips_shorter_than_the_gap_are_a_clear_error():
+    with pytest.raises(ValueError, match="no clip has more than gap=30 frames"):
+        reconstruction_scores(_Drawer("target"), _clips(frames=20))
+    with pytest.raises(ValueError, match="gap and every must be >= 1"):
+        reconstruction_scores(_Drawer("target"), _clips(), every=0)
