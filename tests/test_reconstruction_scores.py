@@ -62,3 +62,12 @@ def test_clips_shorter_than_the_gap_are_a_clear_error():
         reconstruction_scores(_Drawer("target"), _clips(frames=20))
     with pytest.raises(ValueError, match="gap and every must be >= 1"):
         reconstruction_scores(_Drawer("target"), _clips(), every=0)
+
+
+def test_frames_of_another_size_are_resized_to_the_model():
+    from copart_hub import create_model
+
+    model = create_model("mcs_test", num_parts=2, input_size=(32, 32))
+    small = reconstruction_scores(model, _clips(1, 6, 32), gap=2, every=2)
+    large = reconstruction_scores(model, _clips(1, 6, 64), gap=2, every=2)
+    assert set(small) == set(large) and all(np.isfinite(v) for v in large.values())

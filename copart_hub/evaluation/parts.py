@@ -10,7 +10,8 @@ Protocols (SPEC B1, B2b, B3), on the fixed held-out splits of :mod:`copart_hub.d
 - ``taichi`` (SPEC B4 on MediaPipe pseudo ground truth, every 10th frame; val = clips 12-13):
   foreground IoU against the person masks, and keypoint regression from part centres (one
   affine regressor per coordinate of the 33 keypoints, fitted on the training clips, sum of
-  the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped).
+  the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped); for motion
+  models also the re-drawing of held-out frames (:mod:`.reconstruction`).
 Baselines: the mean training shape (faces) or pose (Tai-Chi), the mean training mask
 thresholded at 0.5 (horses, Tai-Chi), boundary saliency alone and refined by GrabCut (horses,
 Tai-Chi), an untrained model of the same architecture, DFF (NMF of the model's own backbone
@@ -21,6 +22,7 @@ features; models with a timm backbone), and any ``--compare`` models. ``--refine
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -33,7 +35,7 @@ from PIL import Image
 
 from ..data import collections
 from ..data.collections import Collection, ZoomShiftCollection, five_landmarks
-from ..data.videos import taichi_frames
+from ..data.videos import taichi_clips, taichi_frames
 from ..metrics.parts import (
     foreground_iou,
     keypoint_mae,
@@ -43,6 +45,7 @@ from ..metrics.parts import (
     mean_shape_error,
 )
 from ..saliency import boundary_connectivity_saliency, grabcut_foreground
+from .reconstruction import reconstruction_scores
 
 DATASETS = {
     "faces300w": collections.faces300w,
@@ -64,7 +67,9 @@ PROTOCOLS = {
     "taichi": (
         "every 10th frame: foreground IoU against the MediaPipe person masks, and the sum over "
         "the 33 pose keypoints x 2 coordinates of the test MAE (pixels at 256x256) of affine "
-        "regressors from part centres fitted on the training clips"
+        "regressors from part centres fitted on the training clips; for motion models, "
+        "reconstruction of frames 30 apart (every 10th frame): L1, SSIM, sharpness (gradient "
+        "energy against the real frames) and the copy-the-source baseline"
     ),
 }
 
@@ -174,7 +179,15 @@ def evaluate(
     scores = evaluate_foreground(model, test, refine)
     if dataset == "taichi":
         scores.update(evaluate_keypoints(model, fit, test))
+        if hasattr(model, "generator"):  # a motion model: how it re-draws held-out frames
+            scores.update(reconstruction_scores(model, _taichi_val_clips(root)))
     return scores
+
+
+@functools.lru_cache(maxsize=2)
+def _taichi_val_clips(root: str | Path | None) -> tuple[np.ndarray, ...]:
+    """The held-out Tai-Chi clips' frames (``uint8 [T, 256, 256, 3]`` each), decoded once."""
+    return tuple(clip.frames() for clip in taichi_clips("val", root))
 
 
 def untrained_like(model: torch.nn.Module) -> torch.nn.Module:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import spatial_gradient
 from kornia.metrics import ssim
@@ -50,9 +51,9 @@ def reconstruction_scores(
     every: int = 10,
     batch_size: int = 16,
 ) -> dict[str, float]:
-    """Scores of ``model(source, target)["prediction"]`` against the target (module docstring);
-    frames must already be at the model's input size. ``ValueError`` when no clip is longer
-    than ``gap`` frames."""
+    """Scores of ``model(source, target)["prediction"]`` against the target (module docstring),
+    with frames resized (antialiased) to the model's ``input_size`` where they differ.
+    ``ValueError`` when no clip is longer than ``gap`` frames."""
     if gap < 1 or every < 1:
         raise ValueError(f"gap and every must be >= 1, got gap={gap}, every={every}")
     device = next(model.parameters()).device
@@ -67,6 +68,10 @@ def reconstruction_scores(
     for start in range(0, len(pairs), batch_size):
         chunk = np.stack([np.stack(p) for p in pairs[start : start + batch_size]])
         x = torch.from_numpy(chunk).to(device).permute(0, 1, 4, 2, 3).float() / 255
+        size = tuple(getattr(model, "input_size", x.shape[-2:]))
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x.flatten(0, 1), size, mode="bilinear", antialias=True)
+            x = x.clamp(0, 1).unflatten(0, (-1, 2))
         source, target = x[:, 0], x[:, 1]
         pred = model(source, target)["prediction"].float().clamp(0, 1)
         for name, guess in (("recon", pred), ("copy", source)):

