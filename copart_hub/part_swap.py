@@ -178,19 +178,20 @@ class PartSwapper:
             fg[rows] = band.max(0).indices.numpy() != 0  # argmax, faster over dim 0
         return _square_box(fg, image.height, image.width, self.margin)
 
-    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation, Tensor]:
-        """Source -> its located crop, segmentation and encoded features (computed once for
-        every target frame)."""
+    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation, list[Tensor]]:
+        """Source -> its located crop, segmentation and encoded features of every level
+        (computed once for every target frame)."""
         image = load_image(source)
         top, left, h, w = self.locate(image)
         crop = self._to_model(image.crop((left, top, left + w, top + h)))
         with torch.no_grad():
-            return crop, self.model.segmenter.segment(crop), self.model.generator.encode(crop)
+            features = self.model.generator.encode_levels(crop)
+            return crop, self.model.segmenter.segment(crop), features
 
     @torch.no_grad()
     def _swap_frame(
         self,
-        source: tuple[Tensor, MCSSegmentation, Tensor],
+        source: tuple[Tensor, MCSSegmentation, list[Tensor]],
         target: Image.Image,
         parts: list[int],
         hard: bool,

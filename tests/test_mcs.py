@@ -241,6 +241,43 @@ def test_generator_widths_follow_spec():
     assert [h.out_channels for h in heads] == [11, 10, 40]
 
 
+def test_generator_skips_add_no_parameters_and_carry_source_detail():
+    """``gen_skips``: the same state dict as without (releases load either way), and source
+    detail reaches the prediction through the warped skips even when the bottleneck carries
+    none of it (the down blocks' weights zeroed): without skips the prediction ignores the
+    source, with them it does not."""
+    plain = tiny_model()
+    torch.manual_seed(0)
+    skipping = MCSModel(num_parts=3, input_size=(32, 32), gen_skips=True, **TINY_MODEL)
+    assert plain.state_dict().keys() == skipping.state_dict().keys()
+    skipping.load_state_dict(plain.state_dict())
+    target = torch.rand(1, 3, 32, 32)
+    sources = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    changes = []
+    for model in (plain, skipping):
+        model.eval()
+        with torch.no_grad():
+            for p in model.generator.down.parameters():
+                p.zero_()
+            a, b = (model(s, target)["prediction"] for s in sources)
+        changes.append((a - b).abs().max().item())
+    assert changes[0] < 1e-6 < 1e-3 < changes[1]
+
+
+def test_swap_with_skips_blends_every_level():
+    torch.manual_seed(0)
+    model = MCSModel(num_parts=3, input_size=(32, 32), gen_skips=True, **TINY_MODEL).eval()
+    source, target = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    gen = model.generator
+    with torch.no_grad():
+        seg_s, seg_t = model.segmenter.segment(source), model.segmenter.segment(target)
+        empty = gen.swap(source, target, seg_s, seg_t, torch.zeros(1, 1, 8, 8))
+        full = gen.swap(source, target, seg_s, seg_t, torch.ones(1, 1, 8, 8))
+        levels = gen.encode_levels(target)
+        torch.testing.assert_close(empty, gen.decode(levels[-1], (32, 32), levels[:-1]))
+        torch.testing.assert_close(full, model(source, target)["prediction"])
+
+
 def test_swap_blend_empty_and_full_masks():
     model = tiny_model().eval()
     source, target = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)

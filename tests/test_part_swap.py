@@ -207,13 +207,13 @@ def test_smooth_boxes_removes_jitter_and_stays_inside() -> None:
 
 def test_video_swap_encodes_the_source_once(swapper: PartSwapper, monkeypatch) -> None:
     calls = []
-    encode = swapper.model.generator.encode
+    encode = swapper.model.generator.encode_levels
 
     def counting(x):
         calls.append(x.shape[0])
         return encode(x)
 
-    monkeypatch.setattr(swapper.model.generator, "encode", counting)
+    monkeypatch.setattr(swapper.model.generator, "encode_levels", counting)
     frames = np.stack([np.asarray(_image(30, 40, s)) for s in range(3)])
     out = swapper.swap_frames(_image(50, 50, 9), frames, 10.0, [1], progress=False)
     assert len(out) == 3 and out[0].shape == (30, 40, 3)

@@ -200,6 +200,11 @@ class MCSGenerator(nn.Module):
     Encoder: SameBlock 7x7 then ``num_down_blocks`` DownBlocks (3 -> 64 -> 128 -> 256, 1/4
     resolution); bottleneck: pre-activation ResBlocks; decoder: UpBlocks back to
     ``block_expansion`` channels, conv 7x7, sigmoid.
+
+    ``skips=True`` (beyond the paper, as later warping generators do): every encoder level's
+    features are warped by the same part motion, masked by V, and added to the decoder's
+    output at that level, so detail of the source reaches the prediction without passing the
+    1/4-resolution bottleneck. No extra parameters: the same weights load either way.
     """
 
     def __init__(
@@ -210,6 +215,7 @@ class MCSGenerator(nn.Module):
         num_down_blocks: int = 2,
         num_bottleneck_blocks: int = 6,
         estimate_visibility: bool = True,
+        skips: bool = False,
     ) -> None:
         super().__init__()
         check_int("block_expansion", block_expansion, 1, MAX_WIDTH)
@@ -229,19 +235,31 @@ class MCSGenerator(nn.Module):
         )
         self.final = nn.Conv2d(width[0], num_channels, 7, padding=3)
         self.estimate_visibility = estimate_visibility
+        self.skips = skips
+
+    def encode_levels(self, images: Tensor) -> list[Tensor]:
+        """``[B, 3, H, W]`` -> the features of every level, ``[B, C_l, H / 2**l, W / 2**l]``
+        for ``l = 0 .. num_down_blocks`` (floored per block); the last is :meth:`encode`'s."""
+        levels = [self.first(images)]
+        for block in self.down:
+            levels.append(block(levels[-1]))
+        return levels
 
     def encode(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> features ``[B, C, H / 2**n, W / 2**n]`` (floored per block)."""
-        x = self.first(images)
-        for block in self.down:
-            x = block(x)
-        return x
+        return self.encode_levels(images)[-1]
 
-    def decode(self, features: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
+    def decode(
+        self,
+        features: Tensor,
+        output_size: Sequence[int] | None = None,
+        skips: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """Bottleneck + decoder + sigmoid: ``[B, C, h, w]`` -> images ``[B, 3, H, W]`` in (0, 1).
 
         ``output_size`` ``(H, W)`` restores sizes the encoder floored (odd sizes); the default
-        doubles per block.
+        doubles per block. ``skips`` (levels ``0 .. n - 1`` as :meth:`encode_levels` orders
+        them) are added to the decoder's output at their level.
         """
         x = self.bottleneck(features)
         n = len(self.up)
@@ -251,6 +269,8 @@ class MCSGenerator(nn.Module):
                 factor = 2 ** (n - 1 - i)
                 size = (output_size[0] // factor, output_size[1] // factor)
             x = block(x, size)
+            if skips is not None:
+                x = x + skips[n - 1 - i]
         return torch.sigmoid(self.final(x))
 
     def warp_source(
@@ -262,13 +282,23 @@ class MCSGenerator(nn.Module):
         the grid and V are at the mask resolution and resized to the features' if needed.
         V is all ones without ``estimate_visibility``.
         """
+        grid, visibility = self.motion(seg_source, seg_target)
+        return self._warp_level(source_features, grid, visibility), grid, visibility
+
+    def motion(
+        self, seg_source: MCSSegmentation, seg_target: MCSSegmentation
+    ) -> tuple[Tensor, Tensor]:
+        """The part-motion sampling grid ``[B, h_m, w_m, 2]`` (target -> source) and the
+        visibility V ``[B, 1, h_m, w_m]`` (all ones without ``estimate_visibility``)."""
         grid = part_motion_grid(seg_target, seg_source)
         if self.estimate_visibility:
-            visibility = visibility_mask(seg_source.masks, seg_target.masks)
-        else:
-            visibility = torch.ones_like(seg_target.masks[:, :1])
-        warped = warp_with_grid(source_features, grid)
-        return warped * _resize(visibility, warped.shape[-2:]), grid, visibility
+            return grid, visibility_mask(seg_source.masks, seg_target.masks)
+        return grid, torch.ones_like(seg_target.masks[:, :1])
+
+    @staticmethod
+    def _warp_level(features: Tensor, grid: Tensor, visibility: Tensor) -> Tensor:
+        """One encoder level warped by the part-motion ``grid`` and masked by V."""
+        return warp_with_grid(features, grid) * _resize(visibility, features.shape[-2:])
 
     def forward(
         self, source: Tensor, seg_source: MCSSegmentation, seg_target: MCSSegmentation
@@ -279,9 +309,11 @@ class MCSGenerator(nn.Module):
         flow, for visualisation) ``[B, 3, H, W]``, ``visibility`` ``[B, 1, h, w]`` and the
         part-motion sampling ``grid`` ``[B, h, w, 2]`` (for flow supervision).
         """
-        features, grid, visibility = self.warp_source(self.encode(source), seg_source, seg_target)
+        levels = self.encode_levels(source) if self.skips else [self.encode(source)]
+        features, grid, visibility = self.warp_source(levels[-1], seg_source, seg_target)
+        skips = [self._warp_level(x, grid, visibility) for x in levels[:-1]] if self.skips else None
         return {
-            "prediction": self.decode(features, source.shape[-2:]),
+            "prediction": self.decode(features, source.shape[-2:], skips),
             "deformed": warp_with_grid(source, grid),
             "visibility": visibility,
             "grid": grid,
@@ -294,19 +326,26 @@ class MCSGenerator(nn.Module):
         seg_source: MCSSegmentation,
         seg_target: MCSSegmentation,
         mask: Tensor,
-        source_features: Tensor | None = None,
+        source_features: Sequence[Tensor] | None = None,
     ) -> Tensor:
-        """Part swap (SPEC C): ``decode(enc_T (1 - m) + V warp(enc_S) m)`` ``[B, 3, H, W]``.
+        """Part swap (SPEC C): ``decode(enc_T (1 - m) + V warp(enc_S) m)`` ``[B, 3, H, W]``,
+        at every level with ``skips``.
 
         ``mask`` ``[B, 1, h, w]`` in the target frame (resized to the features).
-        ``source_features`` (``encode(source)``) saves re-encoding one source for many targets.
+        ``source_features`` (``encode_levels(source)``) saves re-encoding one source for many
+        targets.
         """
-        target_features = self.encode(target)
-        if source_features is None:
-            source_features = self.encode(source)
-        warped, _, _ = self.warp_source(source_features, seg_source, seg_target)
-        m = _resize(mask, target_features.shape[-2:])
-        return self.decode(target_features * (1 - m) + warped * m, target.shape[-2:])
+        target_levels = self.encode_levels(target)
+        source_levels = list(source_features or self.encode_levels(source))
+        grid, visibility = self.motion(seg_source, seg_target)
+        blended = []
+        levels = range(len(target_levels)) if self.skips else [len(target_levels) - 1]
+        for i in levels:
+            t = target_levels[i]
+            m = _resize(mask, t.shape[-2:])
+            blended.append(t * (1 - m) + self._warp_level(source_levels[i], grid, visibility) * m)
+        skips = blended[:-1] if self.skips else None
+        return self.decode(blended[-1], target.shape[-2:], skips)
 
 
 @register_architecture("mcs")
@@ -332,6 +371,7 @@ class MCSModel(CopartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmenta
         gen_num_down_blocks: int = 2,
         gen_num_bottleneck_blocks: int = 6,
         estimate_visibility: bool = True,
+        gen_skips: bool = False,
     ) -> None:
         super().__init__()
         self.segmenter = MCSSegmenter(
@@ -349,6 +389,7 @@ class MCSModel(CopartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmenta
             num_down_blocks=gen_num_down_blocks,
             num_bottleneck_blocks=gen_num_bottleneck_blocks,
             estimate_visibility=estimate_visibility,
+            skips=gen_skips,
         )
         self.num_parts = num_parts
         self.input_size = self.segmenter.input_size
