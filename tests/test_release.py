@@ -88,7 +88,7 @@ def test_gpu_burst_commands_and_collection(tmp_path: Path, capsys):
     assert cmd[1:4] == ["-m", "copart_hub.training.launch", "--config"]
     for item in ("mcs_taichi", "max_minutes=7.5", "mixed_precision=bf16", "num_workers=3"):
         assert item in cmd
-    assert "task_args.weights.ssim=20" in cmd and cmd[-1] == "batch_size=64"
+    assert "batch_size=32" in cmd and cmd[-1] == "batch_size=64"  # the caller's wins
     assert gpu_burst.main(["--out", str(tmp_path / "o"), "--jobs", "nope"]) == 2
     assert "unknown jobs ['nope']" in capsys.readouterr().err
     best = exported_run(tmp_path)

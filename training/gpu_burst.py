@@ -34,21 +34,7 @@ JOBS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "scops_horses": ("scops_horses", ["batch_size=32"]),  # the config holds the recipe
-    "mcs_taichi": (
-        "mcs_taichi",
-        [
-            "task_args.model_kwargs.scale_factor=0.25",
-            "task_args.model_kwargs.seg_block_expansion=16",
-            "task_args.model_kwargs.seg_max_features=256",
-            "task_args.model_kwargs.gen_block_expansion=16",
-            "task_args.model_kwargs.gen_max_features=128",
-            # the SSIM pyramid beat the random features and the flow term at equal steps
-            # (benchmarks/mcs_ablations.md); flow 100 lost the background on Tai-Chi
-            "task_args.feature_net=none",
-            "task_args.weights.ssim=20",
-            "batch_size=32",
-        ],
-    ),
+    "mcs_taichi": ("mcs_taichi", ["batch_size=32"]),  # the config holds the recipe
     "mcs_faces": ("mcs_faces", ["batch_size=32"]),
 }
 SCORE_KEYS = {
