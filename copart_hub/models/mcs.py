@@ -336,7 +336,9 @@ class MCSGenerator(nn.Module):
         targets.
         """
         target_levels = self.encode_levels(target)
-        source_levels = list(source_features or self.encode_levels(source))
+        if source_features is None:
+            source_features = self.encode_levels(source)
+        source_levels = list(source_features)
         grid, visibility = self.motion(seg_source, seg_target)
         blended = []
         levels = range(len(target_levels)) if self.skips else [len(target_levels) - 1]
