@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, get_int_from_env, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    ProjectConfiguration,
+    get_int_from_env,
+    parse_flag_from_env,
+    recursively_apply,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -100,15 +106,14 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _nhwc(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+
+
 def channels_last_batch(batch: Any) -> Any:
-    """``batch`` with every 4-D tensor (in a dict, list or tuple, nested) in NHWC memory format."""
-    if isinstance(batch, torch.Tensor):
-        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
-    if isinstance(batch, Mapping):
-        return {k: channels_last_batch(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(channels_last_batch(v) for v in batch)
-    return batch
+    """``batch`` with every 4-D tensor (in a dict, list or tuple, nested) in NHWC memory format;
+    anything else unchanged."""
+    return recursively_apply(_nhwc, batch)
 
 
 def _step_of(path: Path) -> int | None:

@@ -309,7 +309,7 @@ class MCSGenerator(nn.Module):
         flow, for visualisation) ``[B, 3, H, W]``, ``visibility`` ``[B, 1, h, w]`` and the
         part-motion sampling ``grid`` ``[B, h, w, 2]`` (for flow supervision).
         """
-        levels = self.encode_levels(source) if self.skips else [self.encode(source)]
+        levels = self.encode_levels(source)
         features, grid, visibility = self.warp_source(levels[-1], seg_source, seg_target)
         skips = [self._warp_level(x, grid, visibility) for x in levels[:-1]] if self.skips else None
         return {
