@@ -61,6 +61,29 @@ def test_ema_reference_comes_straight_at_the_loss_size():
     assert module.reference_features(x.sigmoid(), x).shape[-2:] == (64, 64)
 
 
+def test_ema_teacher_moves_a_fraction_of_the_way_and_stays_frozen():
+    """``update_teacher``: teacher <- decay teacher + (1 - decay) model, for weights and
+    statistics; the teacher takes no gradient and is not the model."""
+    from copart_hub.training.tasks.scops import ScopsModule
+
+    from copart_hub import create_model
+
+    torch.manual_seed(0)
+    model = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(32, 32))
+    module = ScopsModule(model, "ema", ema_decay=0.75)
+    start = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.add_(1.0)
+    module.update_teacher()
+    for key, value in module.teacher.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, start[key] + 0.25)
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+    assert module.teacher is not model and module.frozen is None
+
+
 @pytest.fixture(scope="module")
 def faces_task():
     if not HAS_FACES:
@@ -271,6 +294,45 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
     caches = {add_foreground(rows, s, None).cache_files[0]["filename"] for s in ("grabcut", "none")}
     assert len(caches) == 2  # one cache per source
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "masks" / "a.png")
+    edited = add_foreground(rows, "masks", str(tmp_path / "masks"))  # the user edits a mask
+    assert (np.asarray(edited[0]["foreground"]) == 0).all()
+
+
+def test_foreground_of_a_trained_model_for_self_training(tmp_path, monkeypatch, red_part_model):
+    """``model:<checkpoint>``: the model's foreground (its red part) refined by GrabCut, binary,
+    cached by the weights: other weights -> another cache; a missing checkpoint is named."""
+    import numpy as np
+    import torch
+    from copart_hub.training.data import add_foreground, image_rows
+    from PIL import Image
+
+    from copart_hub.hub.errors import ModelNotFoundError
+
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    img = np.full((48, 64, 3), (90, 140, 90), np.uint8)
+    img[12:36, 20:44] = (230, 20, 20)
+    img = np.clip(img + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    rows = image_rows(paths=[tmp_path / "a.png"])
+    red_part_model.save_pretrained(tmp_path / "red")
+    first = add_foreground(rows, f"model:{tmp_path / 'red'}", None)
+    again = add_foreground(rows, f"model:{tmp_path / 'red'}", None)
+    assert first.cache_files == again.cache_files
+    fg = np.asarray(again[0]["foreground"])
+    assert fg.shape == (48, 64) and set(np.unique(fg)) == {0, 255}
+    truth = np.zeros((48, 64), bool)
+    truth[12:36, 20:44] = True
+    assert ((fg == 255) == truth).mean() > 0.97
+    with torch.no_grad():
+        red_part_model.head.bias[0] = 100.0  # background everywhere
+    red_part_model.save_pretrained(tmp_path / "none")
+    other = add_foreground(rows, f"model:{tmp_path / 'none'}", None)
+    assert other.cache_files != first.cache_files
+    with pytest.raises(ModelNotFoundError, match="not_there"):
+        add_foreground(rows, "model:not_there", None)
+    ScopsTask({"saliency": f"model:{tmp_path / 'red'}"}, seed=0)  # accepted by the task
 
 
 def test_user_folder_is_read_recursively_with_masks_from_metadata(tmp_path, monkeypatch):

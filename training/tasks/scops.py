@@ -20,12 +20,12 @@ Images come through ``datasets`` (``imagefolder``: a user folder, recursive, opt
 ``metadata.jsonl``). Foreground (``saliency``), computed once per image and cached by
 ``datasets``: ``"grabcut"`` (boundary-connectivity saliency refined by GrabCut, binary),
 ``"boundary"`` (the soft saliency alone), ``"masks"`` (a ``mask`` column from the metadata, or
-files of the same stem in ``mask_dir``) or ``"none"``.
+files of the same stem in ``mask_dir``), ``"model:<checkpoint>"`` (self-training: the foreground
+of a part model trained before, refined by GrabCut) or ``"none"``.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, sobel, spatial_gradient
+from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -215,33 +216,35 @@ def fixed_reference_features(sources: list[str], image01: Tensor, foreground: Te
 
 
 class ScopsModule(nn.Module):
-    """What is trained: the SCOPS model, its part basis and (for ``ema``) a teacher backbone."""
+    """What is trained: the SCOPS model, its part basis and, for a network reference, a teacher:
+    the model's moving average (``ema``, timm's ``ModelEmaV3``) or a frozen network."""
 
     def __init__(
         self, model: nn.Module, reference: str, ema_decay: float, basis: str = "relu"
     ) -> None:
         super().__init__()
         self.model = model
-        self.reference, self.ema_decay = reference, ema_decay
-        self.teacher: nn.Module | None = None
+        self.reference = reference
+        self.ema: ModelEmaV3 | None = None
+        self.frozen: nn.Module | None = None
         self.fixed_sources = reference.split("+")
         if all(name in FIXED_REFERENCES for name in self.fixed_sources):
             channels = sum(FIXED_REFERENCES[name] for name in self.fixed_sources)
         elif reference == "ema":  # the whole segmenter; its forward_features are the targets
-            self.teacher = copy.deepcopy(model).requires_grad_(False)
+            self.ema = ModelEmaV3(model, decay=ema_decay).requires_grad_(False)
             probe = torch.zeros(1, 3, *model.input_size)
             channels = self.teacher.eval().forward_features(probe).shape[1]
         elif reference.startswith("model:"):  # bootstrap: a first model's features
             from copart_hub import from_pretrained
 
-            self.teacher = from_pretrained(reference.split(":", 1)[1]).requires_grad_(False)
+            self.frozen = from_pretrained(reference.split(":", 1)[1]).requires_grad_(False)
             if not hasattr(self.teacher, "forward_features"):
                 raise ValueError(f"reference {reference!r} has no forward_features (not SCOPS)")
             probe = torch.zeros(1, 3, *model.input_size)
             channels = self.teacher.eval().forward_features(probe).shape[1]
         elif reference.startswith("timm:"):
             _, name, weights = reference.split(":", 2)
-            self.teacher = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
+            self.frozen = TimmBackbone(name, (-1,), weights).requires_grad_(False).eval()
             channels = self.teacher.channels[0]
         else:
             raise ValueError(
@@ -252,6 +255,11 @@ class ScopsModule(nn.Module):
         if basis not in BASIS_KINDS:
             raise ValueError(f"basis must be one of {BASIS_KINDS}, got {basis!r}")
         self.basis = PartBasis(model.num_parts, channels, unit_rows=basis == "unit_rows")
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The network whose features are the targets (None for fixed references)."""
+        return self.ema.module if self.ema is not None else self.frozen
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Part logits of a batch and the part basis ``W`` (so DDP sees every trained parameter
@@ -287,14 +295,11 @@ class ScopsModule(nn.Module):
             feats = self.teacher((image01 - mean) / std)[0]
         return F.interpolate(F.relu(feats), size=size, mode="bilinear", align_corners=False)
 
-    @torch.no_grad()
     def update_teacher(self) -> None:
-        if self.reference != "ema" or self.teacher is None:
-            return
-        for t, s in zip(self.teacher.parameters(), self.model.parameters(), strict=True):
-            t.lerp_(s, 1 - self.ema_decay)
-        for t, s in zip(self.teacher.buffers(), self.model.buffers(), strict=True):
-            t.copy_(s)
+        """Move the ``ema`` teacher towards the model (weights and statistics); a frozen
+        teacher never changes."""
+        if self.ema is not None:
+            self.ema.update(self.model)
 
 
 @register_task("scops")
@@ -330,9 +335,10 @@ class ScopsTask(Task):
         if unknown:
             raise ValueError(f"unknown scops task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
-        choices = (*FOREGROUND_METHODS, "masks", "none")
-        if self.args["saliency"] not in choices:
-            raise ValueError(f"saliency must be one of {choices}, got {self.args['saliency']!r}")
+        choices = (*FOREGROUND_METHODS, "masks", "none", "model:<checkpoint>")
+        saliency = self.args["saliency"]
+        if saliency not in choices[:-1] and not saliency.startswith("model:"):
+            raise ValueError(f"saliency must be one of {choices}, got {saliency!r}")
         norm = self.args["reference_norm"]
         if norm not in ("unit_energy", "none"):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
