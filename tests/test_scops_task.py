@@ -299,42 +299,6 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     assert (np.asarray(edited[0]["foreground"]) == 0).all()
 
 
-def test_foreground_of_a_trained_model_for_self_training(tmp_path, monkeypatch, red_part_model):
-    """``model:<checkpoint>``: the model's foreground (its red part) refined by GrabCut, binary,
-    cached by the weights: other weights -> another cache; a missing checkpoint is named."""
-    import numpy as np
-    import torch
-    from copart_hub.training.data import add_foreground, image_rows
-    from PIL import Image
-
-    from copart_hub.hub.errors import ModelNotFoundError
-
-    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    img = np.full((48, 64, 3), (90, 140, 90), np.uint8)
-    img[12:36, 20:44] = (230, 20, 20)
-    img = np.clip(img + rng.integers(-8, 9, img.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(tmp_path / "a.png")
-    rows = image_rows(paths=[tmp_path / "a.png"])
-    red_part_model.save_pretrained(tmp_path / "red")
-    first = add_foreground(rows, f"model:{tmp_path / 'red'}", None)
-    again = add_foreground(rows, f"model:{tmp_path / 'red'}", None)
-    assert first.cache_files == again.cache_files
-    fg = np.asarray(again[0]["foreground"])
-    assert fg.shape == (48, 64) and set(np.unique(fg)) == {0, 255}
-    truth = np.zeros((48, 64), bool)
-    truth[12:36, 20:44] = True
-    assert ((fg == 255) == truth).mean() > 0.97
-    with torch.no_grad():
-        red_part_model.head.bias[0] = 100.0  # background everywhere
-    red_part_model.save_pretrained(tmp_path / "none")
-    other = add_foreground(rows, f"model:{tmp_path / 'none'}", None)
-    assert other.cache_files != first.cache_files
-    with pytest.raises(ModelNotFoundError, match="not_there"):
-        add_foreground(rows, "model:not_there", None)
-    ScopsTask({"saliency": f"model:{tmp_path / 'red'}"}, seed=0)  # accepted by the task
-
-
 def test_user_folder_is_read_recursively_with_masks_from_metadata(tmp_path, monkeypatch):
     import json
 

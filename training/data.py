@@ -40,11 +40,8 @@ def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) 
     and the names, sizes and times of the files in ``mask_dir``).
 
     ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
-    ``mask`` column, else a file of the same stem in ``mask_dir``), ``model:<checkpoint>``
-    (:func:`model_foreground`) or ``none``.
+    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
     """
-    if saliency.startswith("model:"):
-        return model_foreground(rows, saliency.removeprefix("model:"))
 
     def foreground(row: dict[str, Any]) -> dict[str, Any]:
         image = np.array(row["image"].convert("RGB"))
@@ -73,39 +70,6 @@ def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) 
         ]
     fingerprint = datasets.fingerprint.Hasher.hash(key)
     return rows.map(foreground, new_fingerprint=fingerprint, desc=f"foreground ({saliency})")
-
-
-def model_foreground(
-    rows: datasets.Dataset, checkpoint: str, batch_size: int = 8
-) -> datasets.Dataset:
-    """``rows`` with the binary foreground (label != 0) of a part model trained before (a folder,
-    zoo name or Hub id), refined by GrabCut seeded with it: self-training targets for the
-    saliency constraint of a next stage, usually better than the unsupervised saliency that
-    trained the first model. Cached by ``datasets``; the fingerprint covers the images and the
-    checkpoint's weights."""
-    from copart_hub.pipelines import PartSegmenter  # the model only when asked for
-
-    segmenter = PartSegmenter(checkpoint, device="cpu", grabcut=True)
-    digest = hashlib.sha256()
-    for name, tensor in segmenter.model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    fingerprint = datasets.fingerprint.Hasher.hash(
-        [rows._fingerprint, "model-foreground", FOREGROUND_CACHE_VERSION, digest.hexdigest()]
-    )
-
-    def foreground(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        parts = segmenter([image.convert("RGB") for image in batch["image"]])
-        masks = [np.where(p.labels != 0, 255, 0).astype(np.uint8) for p in parts]
-        return {"foreground": [Image.fromarray(m) for m in masks]}
-
-    return rows.map(
-        foreground,
-        batched=True,
-        batch_size=batch_size,
-        new_fingerprint=fingerprint,
-        desc=f"foreground (model:{checkpoint} + GrabCut)",
-    )
 
 
 def bsds500_dataset(

@@ -20,8 +20,7 @@ Images come through ``datasets`` (``imagefolder``: a user folder, recursive, opt
 ``metadata.jsonl``). Foreground (``saliency``), computed once per image and cached by
 ``datasets``: ``"grabcut"`` (boundary-connectivity saliency refined by GrabCut, binary),
 ``"boundary"`` (the soft saliency alone), ``"masks"`` (a ``mask`` column from the metadata, or
-files of the same stem in ``mask_dir``), ``"model:<checkpoint>"`` (self-training: the foreground
-of a part model trained before, refined by GrabCut) or ``"none"``.
+files of the same stem in ``mask_dir``) or ``"none"``.
 """
 
 from __future__ import annotations
@@ -335,10 +334,9 @@ class ScopsTask(Task):
         if unknown:
             raise ValueError(f"unknown scops task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
-        choices = (*FOREGROUND_METHODS, "masks", "none", "model:<checkpoint>")
-        saliency = self.args["saliency"]
-        if saliency not in choices[:-1] and not saliency.startswith("model:"):
-            raise ValueError(f"saliency must be one of {choices}, got {saliency!r}")
+        choices = (*FOREGROUND_METHODS, "masks", "none")
+        if self.args["saliency"] not in choices:
+            raise ValueError(f"saliency must be one of {choices}, got {self.args['saliency']!r}")
         norm = self.args["reference_norm"]
         if norm not in ("unit_energy", "none"):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
