@@ -48,6 +48,7 @@ from copart_hub.losses.mcs import (
     PerceptualPyramid,
     equivariance_losses,
     flow_loss,
+    part_area_loss,
     still_background_loss,
 )
 from copart_hub.losses.scops import background_loss
@@ -546,7 +547,10 @@ class McsTask(Task):
             masks = out["seg_target"].masks
             fg = F.interpolate(batch["foreground"], size=masks.shape[-2:], mode="area")
             background = background_loss(masks, fg)
-        loss = self.weights.total(reconstruction, shift, affine, flow, still, background)
+        area = None
+        if self.weights.part_area > 0:
+            area = part_area_loss(out["seg_target"].masks)
+        loss = self.weights.total(reconstruction, shift, affine, flow, still, background, area)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
@@ -558,6 +562,8 @@ class McsTask(Task):
             logs["still_background"] = still.item()
         if background is not None:
             logs["background"] = background.item()
+        if area is not None:
+            logs["part_area"] = area.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation
