@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,22 @@ def test_ema_teacher_moves_a_fraction_of_the_way_and_stays_frozen():
             torch.testing.assert_close(value, start[key] + 0.25)
     assert not any(p.requires_grad for p in module.teacher.parameters())
     assert module.teacher is not model and module.frozen is None
+    other = create_model("scops_fpn_regnetx_002", num_parts=3, input_size=(32, 32))
+    model.load_state_dict(other.state_dict())  # init_from: the teacher restarts from the weights
+    for key, value in module.teacher.state_dict().items():
+        torch.testing.assert_close(value, other.state_dict()[key])
+    saved = {k: v.clone() for k, v in module.state_dict().items()}
+    with torch.no_grad():
+        for value in module.teacher.state_dict().values():
+            if value.is_floating_point():
+                value.add_(3.0)
+    teacher_saved = {k: v + 3 if v.is_floating_point() else v for k, v in saved.items()}
+    module.load_state_dict(teacher_saved)  # resume: the saved teacher, not the model's copy
+    for key, value in module.teacher.state_dict().items():
+        torch.testing.assert_close(value, teacher_saved["ema.module." + key])
+    old_names = {k.replace("ema.module.", "teacher."): v for k, v in saved.items()}
+    module.load_state_dict(old_names)  # a checkpoint written before the teacher moved
+    torch.testing.assert_close(module.teacher.state_dict(), module.model.state_dict())
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +311,11 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
     caches = {add_foreground(rows, s, None).cache_files[0]["filename"] for s in ("grabcut", "none")}
     assert len(caches) == 2  # one cache per source
-    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "masks" / "a.png")
-    edited = add_foreground(rows, "masks", str(tmp_path / "masks"))  # the user edits a mask
+    mask = tmp_path / "masks" / "a.png"
+    stat = mask.stat()
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(mask)  # the user edits a mask
+    os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # however coarse the clock
+    edited = add_foreground(rows, "masks", str(tmp_path / "masks"))
     assert (np.asarray(edited[0]["foreground"]) == 0).all()
 
 

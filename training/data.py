@@ -17,7 +17,8 @@ from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 #: part of every video cache key: bump it when the stored frames change for the same inputs
 VIDEO_CACHE_VERSION = 1
-#: part of every video-foreground cache key: bump it when the foreground methods change
+#: part of every foreground cache key (images and video frames): bump it when the foreground
+#: methods or the code that stores their maps change
 FOREGROUND_CACHE_VERSION = 1
 
 
@@ -62,12 +63,11 @@ def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) 
         return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
 
     # an explicit fingerprint: datasets' hash of the function changes with any edit of this file
-    key = [rows._fingerprint, "foreground", saliency, mask_dir, FOREGROUND_CACHE_VERSION]
+    key = [rows._fingerprint, "foreground", saliency, FOREGROUND_CACHE_VERSION]
     if saliency == "masks" and mask_dir:  # edited mask files -> a new cache
-        key += [
-            (f.name, f.stat().st_mtime_ns, f.stat().st_size)
-            for f in sorted(Path(mask_dir).iterdir())
-        ]
+        files = sorted(f for f in Path(mask_dir).resolve().iterdir() if f.is_file())
+        key += [str(Path(mask_dir).resolve())]
+        key += [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files]
     fingerprint = datasets.fingerprint.Hasher.hash(key)
     return rows.map(foreground, new_fingerprint=fingerprint, desc=f"foreground ({saliency})")
 

@@ -231,6 +231,9 @@ class ScopsModule(nn.Module):
             channels = sum(FIXED_REFERENCES[name] for name in self.fixed_sources)
         elif reference == "ema":  # the whole segmenter; its forward_features are the targets
             self.ema = ModelEmaV3(model, decay=ema_decay).requires_grad_(False)
+            # weights loaded into the model alone (init_from) restart the teacher from them; a
+            # whole-module load (resume) loads the saved teacher after this hook has run
+            model.register_load_state_dict_post_hook(lambda m, _: self.ema.set(m))
             probe = torch.zeros(1, 3, *model.input_size)
             channels = self.teacher.eval().forward_features(probe).shape[1]
         elif reference.startswith("model:"):  # bootstrap: a first model's features
@@ -254,6 +257,15 @@ class ScopsModule(nn.Module):
         if basis not in BASIS_KINDS:
             raise ValueError(f"basis must be one of {BASIS_KINDS}, got {basis!r}")
         self.basis = PartBasis(model.num_parts, channels, unit_rows=basis == "unit_rows")
+        self._register_load_state_dict_pre_hook(self._rename_old_teacher_keys)
+
+    def _rename_old_teacher_keys(self, state_dict: dict[str, Tensor], prefix: str, *_: Any) -> None:
+        """Checkpoints written before the teacher moved to ``ema.module`` / ``frozen`` kept it
+        under ``teacher.``: rename those keys so the runs still resume."""
+        old = prefix + "teacher."
+        new = prefix + ("ema.module." if self.ema is not None else "frozen.")
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[new + key[len(old) :]] = state_dict.pop(key)
 
     @property
     def teacher(self) -> nn.Module | None:
