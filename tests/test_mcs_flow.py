@@ -26,12 +26,7 @@ from torch import Tensor
 
 from copart_hub.data import shared_data_root
 from copart_hub.data.provenance import licence_text
-from copart_hub.losses.mcs import (
-    McsLossWeights,
-    flow_loss,
-    part_area_loss,
-    still_background_loss,
-)
+from copart_hub.losses.mcs import McsLossWeights, flow_loss, still_background_loss
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.saliency import unsupervised_foreground
@@ -113,21 +108,6 @@ def test_total_adds_the_weighted_flow_term():
     assert still.total(one, one, one, None, torch.tensor(0.5)).item() == 8.5
     background = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, background=6.0)
     assert background.total(one, one, one, None, None, torch.tensor(0.5)).item() == 9.0
-    area = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, part_area=7.0)
-    assert area.total(one, one, one, None, None, None, torch.tensor(0.5)).item() == 9.5
-
-
-def test_part_area_loss_is_the_mean_part_share_and_favours_the_background():
-    masks = torch.zeros(2, 4, 5, 6)
-    masks[:, 0] = 1.0
-    assert part_area_loss(masks).item() == 0.0
-    masks[:, 0, :, :3], masks[:, 2, :, :3] = 0.0, 1.0  # a part owns the left half
-    assert part_area_loss(masks).item() == pytest.approx(0.5)
-    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
-    part_area_loss(logits.softmax(1)).backward()
-    assert logits.grad[:, 0].lt(0).all() and logits.grad[:, 1:].gt(0).all()  # bg up, parts down
-    with pytest.raises(ValueError, match=r"\[B, K\+1, h, w\]"):
-        part_area_loss(masks[:, :1])
 
 
 def test_still_background_loss_favours_the_background_only_where_nothing_moves():
@@ -410,13 +390,6 @@ def test_short_run_with_still_background_lowers_it_and_needs_min_motion(tmp_path
     assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
     with pytest.raises(ValueError, match="flow_min_motion"):
         McsTask({**args, "flow_min_motion": 0.0}, seed=0)
-
-
-def test_short_run_with_part_area_lowers_it(tmp_path: Path):
-    """``weights.part_area``: logged, and 20 Adam steps lower it."""
-    task = McsTask(panning_clip_args(tmp_path, jitter=0.0, lr=1e-3, weights={"part_area": 10.0}), 0)
-    values = short_run(task, 20, "part_area")
-    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
 
 
 def test_video_foregrounds_are_cached_and_follow_the_target_frame(

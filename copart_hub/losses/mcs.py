@@ -49,10 +49,9 @@ class McsLossWeights:
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
     random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`),
-    ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`),
-    ``part_area`` (:func:`part_area_loss`) and ``background`` (SCOPS's saliency constraint,
-    :func:`~copart_hub.losses.scops.background_loss`, on the target's masks against an
-    unsupervised foreground); 0 = off, the official setting.
+    ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`) and
+    ``background`` (SCOPS's saliency constraint, :func:`~copart_hub.losses.scops.background_loss`,
+    on the target's masks against an unsupervised foreground); 0 = off, the official setting.
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -62,7 +61,6 @@ class McsLossWeights:
     equivariance_affine: float = 10.0
     flow: float = 0.0
     still_background: float = 0.0
-    part_area: float = 0.0
     background: float = 0.0
 
     def total(
@@ -73,21 +71,14 @@ class McsLossWeights:
         flow: Tensor | None = None,
         still: Tensor | None = None,
         background: Tensor | None = None,
-        area: Tensor | None = None,
     ) -> Tensor:
         """``reconstruction + w_shift shift + w_affine affine`` plus ``w_flow flow``,
-        ``w_still still``, ``w_background background`` and ``w_area area`` where given."""
+        ``w_still still`` and ``w_background background`` where given."""
         total = reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
-        extra = (
-            (self.flow, flow),
-            (self.still_background, still),
-            (self.background, background),
-            (self.part_area, area),
-        )
-        for weight, term in extra:
+        for weight, term in ((self.flow, flow), (self.still_background, still)):
             if term is not None:
                 total = total + weight * term
-        return total
+        return total if background is None else total + self.background * background
 
 
 def run_stages(stages: nn.ModuleList, x: Tensor) -> list[Tensor]:
@@ -380,19 +371,6 @@ def flow_loss(
         return error.mean()
     weight = F.adaptive_avg_pool2d(weight.to(grid.dtype), (h, w))
     return (error * weight).sum() / weight.sum().clamp_min(1e-6)
-
-
-def part_area_loss(masks: Tensor) -> Tensor:
-    """Mean part area ``mean(1 - masks[:, 0])`` of ``[B, K+1, h, w]`` soft masks -> scalar.
-
-    Beyond the paper: a uniform prior for the background. Where a part with identity-like
-    motion and the static background re-draw a region equally well (the scene, leaves,
-    subtitles), nothing in the other losses chooses between them and parts drift onto the
-    scene; with this term the background wins every such tie, while parts keep what their
-    motion re-draws better."""
-    if masks.ndim != 4 or masks.shape[1] < 2:
-        raise ValueError(f"masks must be [B, K+1, h, w] with K >= 1, got {tuple(masks.shape)}")
-    return 1 - masks[:, 0].mean()
 
 
 def still_background_loss(

@@ -48,7 +48,6 @@ from copart_hub.losses.mcs import (
     PerceptualPyramid,
     equivariance_losses,
     flow_loss,
-    part_area_loss,
     still_background_loss,
 )
 from copart_hub.losses.scops import background_loss
@@ -547,10 +546,7 @@ class McsTask(Task):
             masks = out["seg_target"].masks
             fg = F.interpolate(batch["foreground"], size=masks.shape[-2:], mode="area")
             background = background_loss(masks, fg)
-        area = None
-        if self.weights.part_area > 0:
-            area = part_area_loss(out["seg_target"].masks)
-        loss = self.weights.total(reconstruction, shift, affine, flow, still, background, area)
+        loss = self.weights.total(reconstruction, shift, affine, flow, still, background)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
@@ -562,8 +558,6 @@ class McsTask(Task):
             logs["still_background"] = still.item()
         if background is not None:
             logs["background"] = background.item()
-        if area is not None:
-            logs["part_area"] = area.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation
