@@ -10,6 +10,7 @@ from copart_hub.data.collections import five_landmarks
 from copart_hub.metrics.parts import (
     fit_linear_regressor,
     foreground_iou,
+    foreground_scores,
     keypoint_mae,
     labels_at_points,
     landmark_nmi_ari,
@@ -17,6 +18,19 @@ from copart_hub.metrics.parts import (
     mean_pose_mae,
     mean_shape_error,
 )
+
+
+def test_foreground_precision_and_recall():
+    labels = np.zeros((4, 4), int)
+    labels[:, :3] = 2  # predicted: 12 pixels
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True  # true: 8 pixels, 6 of them predicted
+    scores = foreground_scores(labels, mask)
+    assert scores == pytest.approx({"fg_iou": 6 / 14, "fg_precision": 6 / 12, "fg_recall": 6 / 8})
+    empty = foreground_scores(np.zeros((4, 4), int), mask)
+    assert empty["fg_precision"] == 1.0 and empty["fg_recall"] == 0.0
+    with pytest.raises(ValueError, match="differ in size"):
+        foreground_scores(labels, mask[:3])
 
 
 def test_foreground_iou():

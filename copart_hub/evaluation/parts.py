@@ -38,6 +38,7 @@ from ..data.collections import Collection, ZoomShiftCollection, five_landmarks
 from ..data.videos import taichi_clips, taichi_frames
 from ..metrics.parts import (
     foreground_iou,
+    foreground_scores,
     keypoint_mae,
     landmark_nmi_ari,
     landmark_regression_error,
@@ -118,10 +119,11 @@ def evaluate_landmarks(
 def evaluate_foreground(
     model: torch.nn.Module, test: Collection, refine: str | None = None, grabcut: bool = False
 ) -> dict[str, float]:
-    """Foreground IoU (``fg_iou``), optionally after SSN snapping and/or GrabCut refinement."""
+    """Foreground IoU (``fg_iou``), precision and recall (``fg_precision``, ``fg_recall``),
+    each averaged over images, optionally after SSN snapping and/or GrabCut refinement."""
     results = _segment(model, test, range(len(test.images)), refine, grabcut)
-    ious = [foreground_iou(r.labels, test.load_mask(i)) for i, r in enumerate(results)]
-    return {"fg_iou": float(np.mean(ious))}
+    scores = [foreground_scores(r.labels, test.load_mask(i)) for i, r in enumerate(results)]
+    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
 
 def mean_mask_iou(fit: Collection, test: Collection, size: int = 128) -> float:

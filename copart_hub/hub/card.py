@@ -31,6 +31,8 @@ TABLE_METRICS = {
     "ASA": METRICS["asa"],
     "BR": METRICS["boundary_recall"],
     "BP": ("precision", "boundary precision"),
+    "fg_precision": ("precision", "foreground precision"),
+    "fg_recall": ("recall", "foreground recall"),
 }
 #: table columns that qualify a row (they go into the metric name)
 KEY_COLUMNS = ("requested", "actual", "actual count")

@@ -7,11 +7,23 @@ import numpy as np
 
 def foreground_iou(labels: np.ndarray, mask: np.ndarray) -> float:
     """IoU of predicted foreground (label != 0) with a GT mask (GANSeg / MCS definition)."""
+    return foreground_scores(labels, mask)["fg_iou"]
+
+
+def foreground_scores(labels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """``fg_iou``, ``fg_precision`` (share of the predicted foreground inside the mask) and
+    ``fg_recall`` (share of the mask predicted) of the foreground (label != 0) against a GT
+    mask; an empty prediction (mask) has precision (recall) 1."""
     if labels.shape != mask.shape:
         raise ValueError(f"labels {labels.shape} and mask {mask.shape} differ in size")
     pred, gt = labels != 0, mask.astype(bool)
-    union = np.logical_or(pred, gt).sum()
-    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
+    inter = float(np.logical_and(pred, gt).sum())
+    union, n_pred, n_gt = np.logical_or(pred, gt).sum(), pred.sum(), gt.sum()
+    return {
+        "fg_iou": inter / union if union else 1.0,
+        "fg_precision": inter / n_pred if n_pred else 1.0,
+        "fg_recall": inter / n_gt if n_gt else 1.0,
+    }
 
 
 def _design(x: np.ndarray) -> np.ndarray:
