@@ -71,3 +71,35 @@ def test_frames_of_another_size_are_resized_to_the_model():
     small = reconstruction_scores(model, _clips(1, 6, 32), gap=2, every=2)
     large = reconstruction_scores(model, _clips(1, 6, 64), gap=2, every=2)
     assert set(small) == set(large) and all(np.isfinite(v) for v in large.values())
+
+
+def test_still_pairs_are_each_image_and_its_seeded_warp():
+    from PIL import Image
+
+    from copart_hub.evaluation.reconstruction import still_pairs
+    from copart_hub.ops.warps import random_scops_tps
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(3)]
+    images[1] = Image.fromarray(images[1])  # PIL images too
+    clips = still_pairs(images, (24, 20), seed=5)
+    assert len(clips) == 3 and all(c.shape == (2, 24, 20, 3) and c.dtype == np.uint8 for c in clips)
+    first = torch.from_numpy(clips[0][0]).permute(2, 0, 1).float()[None] / 255
+    warp = random_scops_tps(
+        3,
+        jitter=0.04,
+        max_rotation_deg=15.0,
+        scale_range=(0.85, 1.2),
+        max_translation=0.1,
+        generator=torch.Generator().manual_seed(5),
+    )
+    expected = warp.warp(first.expand(3, -1, -1, -1), padding_mode="border")[0].clamp(0, 1)
+    got = torch.from_numpy(clips[0][1]).permute(2, 0, 1).float() / 255
+    assert (got - expected).abs().max() <= 1 / 255 + 1e-6
+    assert not np.array_equal(clips[0][0], clips[0][1])  # the warp moves the image
+    again = still_pairs(images, (24, 20), seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(clips, again, strict=True))
+    scores = reconstruction_scores(_Drawer("target"), clips, gap=1, every=1)
+    assert scores["recon_l1"] == pytest.approx(0, abs=1e-7) and scores["copy_l1"] > 0.05
+    with pytest.raises(ValueError, match="at least one image"):
+        still_pairs([], (24, 20))

@@ -46,7 +46,7 @@ from ..metrics.parts import (
     mean_shape_error,
 )
 from ..saliency import boundary_connectivity_saliency, grabcut_foreground
-from .reconstruction import reconstruction_scores
+from .reconstruction import reconstruction_scores, still_pairs
 
 DATASETS = {
     "faces300w": collections.faces300w,
@@ -177,7 +177,12 @@ def evaluate(
     """
     fit, test = data or (DATASETS[dataset]("train", root), DATASETS[dataset]("val", root))
     if test.landmarks is not None:
-        return evaluate_landmarks(model, fit, test, n_fit)
+        scores = evaluate_landmarks(model, fit, test, n_fit)
+        if hasattr(model, "generator"):  # a motion model: how it re-draws held-out faces
+            images = [test.load_image(i) for i in range(len(test.images))]
+            clips = still_pairs(images, tuple(model.input_size))
+            scores.update(reconstruction_scores(model, clips, gap=1, every=1))
+        return scores
     scores = evaluate_foreground(model, test, refine)
     if dataset == "taichi":
         scores.update(evaluate_keypoints(model, fit, test))

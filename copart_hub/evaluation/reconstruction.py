@@ -10,6 +10,9 @@ only as sharp as that drawing. On pairs ``(t, t + gap)`` of held-out clips (``t`
   (1 = as much detail as the real frames; a blurred drawing is below 1);
 - ``copy_l1`` / ``copy_ssim``: the same for the source frame itself as the prediction, the
   baseline a model must beat to have learnt any motion.
+
+Collections without video (held-out faces) are scored on :func:`still_pairs`: each image and
+the same image under a fixed random TPS + similarity warp, as two-frame clips (``gap=1``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import spatial_gradient
 from kornia.metrics import ssim
+from PIL import Image
 from torch import Tensor
+
+from ..ops.warps import random_scops_tps
 
 
 def frame_pairs(
@@ -35,6 +41,35 @@ def frame_pairs(
         for t in range(0, len(clip) - gap, every):
             pair = clip[[t, t + gap]]
             yield pair[0], pair[1]
+
+
+def _resized(image: Any, size: tuple[int, int]) -> Tensor:
+    """A PIL or ``uint8 [h, w, 3]`` image -> RGB ``[3, H, W]`` in [0, 1], bicubic to ``(H, W)``."""
+    pil = Image.fromarray(np.asarray(image)).convert("RGB")
+    resized = pil.resize(size[::-1], Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
+
+
+def still_pairs(images: Sequence[Any], size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """Two-frame clips ``uint8 [2, H, W, 3]`` (``size = (H, W)``) from still images (PIL or
+    ``uint8 [h, w, 3]``, resized): the image, then the image under a random TPS + similarity
+    warp drawn from ``seed``, in the moderate ranges of MCS's training pairs from still images
+    (rotation up to 15 degrees, zoom 0.85-1.2, shift 0.1, control-point jitter 0.04; border
+    padding)."""
+    if not len(images):
+        raise ValueError("still_pairs needs at least one image")
+    frames = torch.stack([_resized(image, size) for image in images])
+    warp = random_scops_tps(
+        len(frames),
+        jitter=0.04,
+        max_rotation_deg=15.0,
+        scale_range=(0.85, 1.2),
+        max_translation=0.1,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    warped = warp.warp(frames, padding_mode="border").clamp(0, 1)
+    pairs = torch.stack([frames, warped], 1).permute(0, 1, 3, 4, 2)
+    return list((pairs * 255).round().to(torch.uint8).numpy())
 
 
 def _gradient_energy(images: Tensor) -> Tensor:
