@@ -17,6 +17,7 @@ from copart_hub.training.data import add_foreground, image_rows
 from PIL import Image
 
 from copart_hub.data import collections
+from copart_hub.metrics.parts import foreground_iou
 from copart_hub.pipelines import PartSegmenter
 
 
@@ -26,7 +27,7 @@ def iou(foreground: np.ndarray, mask: np.ndarray) -> float:
     if foreground.shape != mask.shape:
         small = Image.fromarray(foreground.astype(np.uint8) * 255).resize(mask.shape[::-1])
         foreground = np.asarray(small) > 127
-    return float((foreground & mask).sum() / max((foreground | mask).sum(), 1))
+    return foreground_iou(foreground, mask)
 
 
 def main() -> None:

@@ -179,8 +179,7 @@ def evaluate(
     if test.landmarks is not None:
         scores = evaluate_landmarks(model, fit, test, n_fit)
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out faces
-            images = [test.load_image(i) for i in range(len(test.images))]
-            clips = still_pairs(images, tuple(model.input_size))
+            clips = _still_val_pairs(dataset, root, tuple(model.input_size))
             scores.update(reconstruction_scores(model, clips, gap=1, every=1))
         return scores
     scores = evaluate_foreground(model, test, refine)
@@ -189,6 +188,15 @@ def evaluate(
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out frames
             scores.update(reconstruction_scores(model, _taichi_val_clips(root)))
     return scores
+
+
+@functools.lru_cache(maxsize=2)
+def _still_val_pairs(
+    dataset: str, root: str | Path | None, size: tuple[int, int]
+) -> tuple[np.ndarray, ...]:
+    """:func:`still_pairs` of the dataset's held-out images, made once per dataset and size."""
+    test = DATASETS[dataset]("val", root)
+    return tuple(still_pairs([test.load_image(i) for i in range(len(test.images))], size))
 
 
 @functools.lru_cache(maxsize=2)

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.filters import spatial_gradient
 from kornia.metrics import ssim
-from PIL import Image
 from torch import Tensor
 
 from ..ops.warps import random_scops_tps
+from ..processing import image_to_tensor
 
 
 def frame_pairs(
@@ -43,22 +43,15 @@ def frame_pairs(
             yield pair[0], pair[1]
 
 
-def _resized(image: Any, size: tuple[int, int]) -> Tensor:
-    """A PIL or ``uint8 [h, w, 3]`` image -> RGB ``[3, H, W]`` in [0, 1], bicubic to ``(H, W)``."""
-    pil = Image.fromarray(np.asarray(image)).convert("RGB")
-    resized = pil.resize(size[::-1], Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
-
-
 def still_pairs(images: Sequence[Any], size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """Two-frame clips ``uint8 [2, H, W, 3]`` (``size = (H, W)``) from still images (PIL or
-    ``uint8 [h, w, 3]``, resized): the image, then the image under a random TPS + similarity
-    warp drawn from ``seed``, in the moderate ranges of MCS's training pairs from still images
-    (rotation up to 15 degrees, zoom 0.85-1.2, shift 0.1, control-point jitter 0.04; border
-    padding)."""
+    """Two-frame clips ``uint8 [2, H, W, 3]`` (``size = (H, W)``) from still images (any input
+    of :func:`~copart_hub.processing.load_image`, resized as the pipelines do): the image, then
+    the image under a random TPS + similarity warp drawn from ``seed``, in the moderate ranges
+    of MCS's training pairs from still images (rotation up to 15 degrees, zoom 0.85-1.2, shift
+    0.1, control-point jitter 0.04; border padding)."""
     if not len(images):
         raise ValueError("still_pairs needs at least one image")
-    frames = torch.stack([_resized(image, size) for image in images])
+    frames = torch.stack([image_to_tensor(image, size) for image in images])
     warp = random_scops_tps(
         len(frames),
         jitter=0.04,
