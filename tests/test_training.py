@@ -222,8 +222,10 @@ def test_epoch_sampler_is_deterministic_per_epoch():
     assert [i for i, _ in s] != [i for i, _ in first]
 
 
-def _run(args: list[str], nproc: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+def _run(
+    args: list[str], nproc: int = 1, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", **(env or {})}
     if nproc == 1:
         cmd = [sys.executable, "-m", "copart_hub.training.launch", *args]
     else:
@@ -238,6 +240,11 @@ def _run(args: list[str], nproc: int = 1, timeout: int = 600) -> subprocess.Comp
             *args,
         ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _first_traceback(r: subprocess.CompletedProcess) -> str:
+    """The failing rank's traceback, which torchrun's summary pushes out of the stderr tail."""
+    return r.stderr[max(0, r.stderr.find("Traceback")) :][:4000]
 
 
 @pytest.mark.parametrize("task", ["scops", "mcs"])
@@ -308,7 +315,7 @@ def _same_step_losses(tmp_path: Path, extra: list[str], nproc: int = 1, rel: flo
     r1 = _run([*args, f"output_dir={tmp_path / 'plain'}"])
     assert r1.returncode == 0, r1.stderr[-2000:]
     r2 = _run([*args, *extra, f"output_dir={tmp_path / 'other'}"], nproc=nproc)
-    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert r2.returncode == 0, _first_traceback(r2)
     a, b = _losses(tmp_path / "plain"), _losses(tmp_path / "other")
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
@@ -319,6 +326,27 @@ def _same_step_losses(tmp_path: Path, extra: list[str], nproc: int = 1, rel: flo
 @pytest.mark.usefixtures("bsds_root")
 def test_two_process_gloo_matches_single_process(tmp_path: Path):
     _same_step_losses(tmp_path, [], nproc=2)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bsds_root")
+def test_checkpoint_waits_for_a_slow_rank_before_the_rename(tmp_path: Path):
+    """Rank 1 writes its RNG state after rank 0 is done; the ``.tmp`` folder must not be renamed
+    under it (a race seen in CI: "Parent directory .../step_3.tmp does not exist")."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import accelerate.accelerator as a\n"
+        "    save = a.save_accelerator_state\n"
+        "    a.save_accelerator_state = lambda *x, **k: (time.sleep(2), save(*x, **k))[1]\n"
+    )
+    out = tmp_path / "run"
+    r = _run([*TINY, "max_steps=2", f"output_dir={out}"], nproc=2, env={"PYTHONPATH": str(hook)})
+    assert r.returncode == 0, _first_traceback(r)
+    (step,) = checkpoints(out)
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {f.name for f in step.iterdir()}
 
 
 @pytest.mark.slow

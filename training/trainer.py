@@ -304,6 +304,7 @@ class Trainer:
                 f"could not save checkpoint {final}: {reason}; the last good checkpoint is "
                 f"kept ({kept or 'none yet'})"
             ) from err
+        self.acc.wait_for_everyone()  # every rank's files are in ``tmp`` before it is renamed
         if self.acc.is_main_process:
             if final.exists():
                 shutil.rmtree(final)
