@@ -1,9 +1,11 @@
 """How good is the foreground a SCOPS model learns from, next to what the model itself finds?
 
-Foreground IoU against the Weizmann masks on one split, per source: the saliency that the
-``saliency`` task argument feeds the saliency constraint (read from the training cache), a
-part model alone, and that model's foreground refined by GrabCut (a candidate self-training
-target). Prints a Markdown table::
+Foreground IoU, precision and recall against the Weizmann masks on one split, per source: the
+saliency that the ``saliency`` task argument feeds the saliency constraint (read from the
+training cache), a part model alone, and that model's foreground refined by GrabCut (a
+candidate self-training target); and how closely the model alone reproduces the saliency
+target (that target in place of the masks: near 1 on the training split means the model has
+learnt its target there). Prints a Markdown table::
 
     python benchmarks/foreground_targets.py --model zoo/scops_horses --split train
 """
@@ -17,17 +19,23 @@ from copart_hub.training.data import add_foreground, image_rows
 from PIL import Image
 
 from copart_hub.data import collections
-from copart_hub.metrics.parts import foreground_iou
+from copart_hub.metrics.parts import foreground_scores
 from copart_hub.pipelines import PartSegmenter
 
 
-def iou(foreground: np.ndarray, mask: np.ndarray) -> float:
-    """IoU of a boolean map with a boolean mask (the map resized to the mask when they differ:
-    some Weizmann masks are smaller than their images)."""
-    if foreground.shape != mask.shape:
-        small = Image.fromarray(foreground.astype(np.uint8) * 255).resize(mask.shape[::-1])
-        foreground = np.asarray(small) > 127
-    return foreground_iou(foreground, mask)
+def _as_mask_size(foreground: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A boolean map resized to the mask when they differ (some Weizmann masks are smaller than
+    their images)."""
+    if foreground.shape == mask.shape:
+        return foreground
+    small = Image.fromarray(foreground.astype(np.uint8) * 255).resize(mask.shape[::-1])
+    return np.asarray(small) > 127
+
+
+def scores(foreground: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """IoU, precision and recall of a boolean map against a boolean mask."""
+    got = foreground_scores(foreground, mask)
+    return got["fg_iou"], got["fg_precision"], got["fg_recall"]
 
 
 def main() -> None:
@@ -40,22 +48,32 @@ def main() -> None:
     horses = collections.weizmann_horses(args.split)
     masks = [horses.load_mask(i) for i in range(len(horses.images))]
     rows = add_foreground(image_rows(paths=horses.images), args.saliency, None)
-    scores = {f"saliency ({args.saliency})": []}
-    for row, mask in zip(rows, masks, strict=True):
-        scores[f"saliency ({args.saliency})"].append(iou(np.asarray(row["foreground"]) > 127, mask))
+    targets = [
+        _as_mask_size(np.asarray(row["foreground"]) > 127, mask)
+        for row, mask in zip(rows, masks, strict=True)
+    ]
+    pairs = zip(targets, masks, strict=True)
+    results = {f"saliency ({args.saliency})": [scores(t, m) for t, m in pairs]}
     for grabcut in (False, True):
         name = f"{args.model}" + (" + GrabCut" if grabcut else " alone")
         segmenter = PartSegmenter(args.model, device="cpu", grabcut=grabcut)
-        scores[name] = [
-            iou(segmenter(Image.open(path).convert("RGB")).labels != 0, mask)
+        found = [
+            _as_mask_size(segmenter(Image.open(path).convert("RGB")).labels != 0, mask)
             for path, mask in zip(horses.images, masks, strict=True)
         ]
-    print(f"Weizmann horses, {args.split} split ({len(masks)} images), foreground IoU\n")
-    print("| source | mean | median | images below 0.3 |")
-    print("|---|---:|---:|---:|")
-    for name, values in scores.items():
+        results[name] = [scores(f, m) for f, m in zip(found, masks, strict=True)]
+        if not grabcut:
+            vs_target = [scores(f, t) for f, t in zip(found, targets, strict=True)]
+    results[f"{args.model} alone, against the saliency target"] = vs_target
+    print(f"Weizmann horses, {args.split} split ({len(masks)} images), foreground\n")
+    print("| source | IoU | median IoU | images below 0.3 | precision | recall |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, values in results.items():
         v = np.asarray(values)
-        print(f"| {name} | {v.mean():.3f} | {np.median(v):.3f} | {(v < 0.3).sum()} |")
+        print(
+            f"| {name} | {v[:, 0].mean():.3f} | {np.median(v[:, 0]):.3f} | "
+            f"{(v[:, 0] < 0.3).sum()} | {v[:, 1].mean():.3f} | {v[:, 2].mean():.3f} |"
+        )
 
 
 if __name__ == "__main__":
