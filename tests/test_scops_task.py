@@ -355,38 +355,6 @@ def test_background_weight_adds_the_saliency_constraint(faces_task):
     assert "background" not in plain.training_step(plain.build_model(), _batch(plain, 2), 0)[1]
 
 
-@needs_faces
-def test_background_warped_holds_the_warped_branch_to_the_warped_saliency(faces_task, monkeypatch):
-    """With a known warp (a horizontal flip) and no colour jitter, the term is the mean of the
-    source branch's and the flipped branch's constraint against the *flipped* saliency."""
-    import copart_hub.training.tasks.scops as scops_module
-
-    from copart_hub.losses.scops import background_loss
-    from copart_hub.ops.warps import TPSTransform
-    from copart_hub.processing import upsample_logits
-
-    flip = TPSTransform.from_affine(torch.tensor([[[-1.0, 0, 0], [0, 1, 0]]]).repeat(2, 1, 1))
-    monkeypatch.setattr(scops_module, "random_scops_tps", lambda *a, **k: flip)
-    args = {**faces_task.args, "weights": {"background": 100.0}, "background_warped": True}
-    task = ScopsTask({**args, "loss_size": None}, seed=0)
-    task.jitter = lambda image: image
-    module = task.build_model().eval()  # eval: BN does not mix the two branches
-    batch = _batch(task, 2)
-    fg = torch.zeros_like(batch["foreground"])
-    fg[..., : fg.shape[-1] // 3] = 1.0  # the left third is foreground: a flip moves it
-    batch["foreground"] = fg
-    with torch.no_grad():
-        _, logs = task.training_step(module, batch, 0)
-        x = task._normalise(module.model, batch["image"])
-        size = x.shape[-2:]
-        probs, probs_t = (upsample_logits(module(v)[0], size).softmax(1) for v in (x, x.flip(-1)))
-    source, warped = background_loss(probs, fg), background_loss(probs_t, fg.flip(-1))
-    assert logs["background"] == pytest.approx(float(source + warped) / 2, rel=1e-4)
-    assert abs(float(warped) - float(background_loss(probs_t, fg))) > 1e-4  # the flip matters
-    with pytest.raises(ValueError, match="background_warped"):
-        ScopsTask({**args, "background_warped": "yes"}, seed=0)
-
-
 def test_bootstrap_reference_uses_a_trained_models_frozen_features(tmp_path):
     """``model:<checkpoint>``: the first model's features (in its own normalisation) are the
     targets; the teacher is frozen and never updated."""

@@ -337,10 +337,6 @@ class ScopsTask(Task):
         "lr_schedule": "constant",  # or "cosine" (the network's lr to 0 over max_steps)
         "basis_lr": 0.01,
         "weights": {},
-        # also hold the warped, colour-jittered branch to the saliency constraint (its target
-        # warped the same way): the foreground learned under augmentation, not only on the
-        # training images as they are
-        "background_warped": False,
         "val_fit_images": 400,
         "val_dataset": None,  # default: faces300w-zoomshift for faces, else the collection
     }
@@ -362,7 +358,6 @@ class ScopsTask(Task):
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
         self.check_choice("basis", BASIS_KINDS)
-        self.check_choice("background_warped", (False, True))
         self.check_choice("lr_schedule", LR_SCHEDULES)
         if not self.args["data_dir"]:
             self.check_choice("collection", COLLECTIONS)
@@ -448,9 +443,6 @@ class ScopsTask(Task):
         }
         if self.weights.background:
             terms["background"] = background_loss(probs, fg)
-            if self.args["background_warped"]:
-                warped = background_loss(logits_t.softmax(1), warp.warp(fg))
-                terms["background"] = (terms["background"] + warped) / 2
         loss = self.weights.total(terms)
         inner.update_teacher()
         return loss, {k: v.item() for k, v in terms.items()}
