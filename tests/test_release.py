@@ -11,6 +11,7 @@ from copart_hub.training.release import main, release
 from safetensors.torch import load_file
 
 import copart_hub
+from copart_hub.data.provenance import licence_text
 from copart_hub.hub.card import SCORES_HEADING
 
 
@@ -21,6 +22,7 @@ def exported_run(tmp_path: Path) -> Path:
     best = tmp_path / "run" / "best"
     model.save_pretrained(best)
     (best / "swap_examples.png").write_bytes(b"png")
+    (best / "LICENSE.md").write_text(licence_text(best.name, "faces300w"), encoding="utf-8")
     card = best / "README.md"
     card.write_text(
         '# SCOPSFPN\n\n```python\nmodel = copart_hub.from_pretrained("SCOPSFPN")\n```\n\n'
@@ -57,6 +59,8 @@ def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
     assert card.startswith("# tiny\n") and 'from_pretrained("tiny")' in card
     assert "SCOPSFPN" not in card
     assert (target / "swap_examples.png").read_bytes() == b"png"
+    licence = (target / "LICENSE.md").read_text()
+    assert licence.startswith("# Terms of the `tiny` weights\n") and "`best`" not in licence
     assert "![validation curve](curve.png)" in card and (target / "curve.png").is_file()
     assert "| 200 | -35.5 |" in card and "| 1 |" not in card  # validation rows only
     assert "## Previous release" in card and "#### faces" in card and "32.3" in card

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from copart_hub import from_pretrained
+from copart_hub.data.provenance import licence_title
 from copart_hub.hub.card import SCORES_HEADING, replace_card_section, section_span
 from copart_hub.hub.resolve import CONFIG_NAME, REPO_ZOO_DIR, WEIGHTS_NAME
 
@@ -92,6 +93,16 @@ def rename_card(card: Path, name: str) -> None:
     card.write_text(text, encoding="utf-8")
 
 
+def rename_licence(licence: Path, name: str) -> None:
+    """Give a training-written ``LICENSE.md`` (titled with the export folder's name, e.g.
+    ``final``) the release's name."""
+    if licence.is_file():
+        text = licence.read_text(encoding="utf-8")
+        pattern = r"^# Terms of the `[^`\n]*` weights$"
+        text = re.sub(pattern, lambda _: licence_title(name), text, count=1, flags=re.M)
+        licence.write_text(text, encoding="utf-8")
+
+
 def release(
     folder: Path,
     name: str,
@@ -130,6 +141,7 @@ def release(
     card = staging / "README.md"
     if card.is_file():
         rename_card(card, name)
+    rename_licence(staging / "LICENSE.md", name)
     metrics = metrics or folder.parent / "metrics.jsonl"
     if metrics.is_file() and card.is_file():
         curve = validation_curve(metrics)

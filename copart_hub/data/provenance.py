@@ -79,13 +79,18 @@ def card_facts(*sources: str) -> dict[str, object]:
     }
 
 
+def licence_title(name: str) -> str:
+    """The first line of the ``LICENSE.md`` of weights ``name``."""
+    return f"# Terms of the `{name}` weights"
+
+
 def licence_text(name: str, source: str | Sequence[str]) -> str:
     """``LICENSE.md`` of weights ``name`` trained on ``source`` (one collection or several)."""
     picked = [SOURCES[s] for s in ([source] if isinstance(source, str) else source)]
     described = " and ".join(s.description for s in picked)
     terms = " ".join(s.terms for s in picked)
     return (
-        f"# Terms of the `{name}` weights\n\n"
+        f"{licence_title(name)}\n\n"
         f"These weights were trained on {described}. {terms}\n\n"
         "They inherit these terms: use them for non-commercial research only. The copart_hub "
         "code that produced and runs them is Apache-2.0.\n"
