@@ -54,17 +54,17 @@ def main() -> None:
     ]
     pairs = zip(targets, masks, strict=True)
     results = {f"saliency ({args.saliency})": [scores(t, m) for t, m in pairs]}
+    found: dict[bool, list[np.ndarray]] = {}
     for grabcut in (False, True):
         name = f"{args.model}" + (" + GrabCut" if grabcut else " alone")
         segmenter = PartSegmenter(args.model, device="cpu", grabcut=grabcut)
-        found = [
+        found[grabcut] = [
             _as_mask_size(segmenter(Image.open(path).convert("RGB")).labels != 0, mask)
             for path, mask in zip(horses.images, masks, strict=True)
         ]
-        results[name] = [scores(f, m) for f, m in zip(found, masks, strict=True)]
-        if not grabcut:
-            vs_target = [scores(f, t) for f, t in zip(found, targets, strict=True)]
-    results[f"{args.model} alone, against the saliency target"] = vs_target
+        results[name] = [scores(f, m) for f, m in zip(found[grabcut], masks, strict=True)]
+    alone = zip(found[False], targets, strict=True)
+    results[f"{args.model} alone, against the saliency target"] = [scores(f, t) for f, t in alone]
     print(f"Weizmann horses, {args.split} split ({len(masks)} images), foreground\n")
     print("| source | IoU | median IoU | images below 0.3 | precision | recall |")
     print("|---|---:|---:|---:|---:|---:|")

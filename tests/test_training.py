@@ -244,7 +244,8 @@ def _run(
 
 def _first_traceback(r: subprocess.CompletedProcess) -> str:
     """The failing rank's traceback, which torchrun's summary pushes out of the stderr tail."""
-    return r.stderr[max(0, r.stderr.find("Traceback")) :][:4000]
+    start = r.stderr.find("Traceback")
+    return r.stderr[start:][:4000] if start >= 0 else r.stderr[-4000:]
 
 
 @pytest.mark.parametrize("task", ["scops", "mcs"])
@@ -341,10 +342,12 @@ def test_checkpoint_waits_for_a_slow_rank_before_the_rename(tmp_path: Path):
         "    import accelerate.accelerator as a\n"
         "    save = a.save_accelerator_state\n"
         "    a.save_accelerator_state = lambda *x, **k: (time.sleep(2), save(*x, **k))[1]\n"
+        "    print('rank 1 slowed', file=__import__('sys').stderr)\n"
     )
     out = tmp_path / "run"
     r = _run([*TINY, "max_steps=2", f"output_dir={out}"], nproc=2, env={"PYTHONPATH": str(hook)})
     assert r.returncode == 0, _first_traceback(r)
+    assert "rank 1 slowed" in r.stderr  # the hook took effect
     (step,) = checkpoints(out)
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {f.name for f in step.iterdir()}
 
