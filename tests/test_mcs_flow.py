@@ -26,7 +26,12 @@ from torch import Tensor
 
 from copart_hub.data import shared_data_root
 from copart_hub.data.provenance import licence_text
-from copart_hub.losses.mcs import McsLossWeights, flow_loss, still_background_loss
+from copart_hub.losses.mcs import (
+    McsLossWeights,
+    flow_loss,
+    still_background_loss,
+    still_parts_loss,
+)
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.saliency import unsupervised_foreground
@@ -108,6 +113,39 @@ def test_total_adds_the_weighted_flow_term():
     assert still.total(one, one, one, None, torch.tensor(0.5)).item() == 8.5
     background = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, background=6.0)
     assert background.total(one, one, one, None, None, torch.tensor(0.5)).item() == 9.0
+    parts = McsLossWeights(equivariance_shift=2.0, equivariance_affine=3.0, still_parts=7.0)
+    assert parts.total(one, one, one, None, None, None, torch.tensor(0.5)).item() == 9.5
+
+
+def _two_parts(masks: torch.Tensor, move: float) -> tuple[MCSSegmentation, MCSSegmentation]:
+    """Target and source segmentations of two parts: part 1 still, part 2 shifted by ``move``
+    (normalised units) between the frames; identity affines."""
+    b = masks.shape[0]
+    affine = torch.eye(2).expand(b, 2, 2, 2).clone()
+    shift = torch.zeros(b, 2, 2)
+    moved = shift.clone()
+    moved[:, 1, 0] = move
+    return MCSSegmentation(masks, shift, affine), MCSSegmentation(masks, moved, affine)
+
+
+def test_still_parts_loss_takes_pixels_from_a_part_whose_own_motion_is_the_identity():
+    """Three columns: background, a still part, a part moving 4 px. The loss is the still part's
+    area share; its gradient lowers only that part's mask; a moving part costs nothing."""
+    size, h = 33, 9
+    masks = torch.zeros(2, 3, h, h)
+    masks[:, 0, :, :3], masks[:, 1, :, 3:6], masks[:, 2, :, 6:] = 1.0, 1.0, 1.0
+    masks.requires_grad_(True)
+    target, source = _two_parts(masks, move=4 * 2 / (size - 1))
+    loss = still_parts_loss(target, source, min_motion=1.0, size=size)
+    assert loss.item() == pytest.approx(3 / 9)  # the still part covers a third of the frame
+    loss.backward()
+    assert masks.grad[:, 1].gt(0).all() and masks.grad[:, 2].abs().max() == 0
+    assert masks.grad[:, 0].abs().max() == 0
+    target, source = _two_parts(masks.detach(), move=0.5 * 2 / (size - 1))  # both below 1 px
+    half_still = still_parts_loss(target, source, min_motion=1.0, size=size)
+    assert half_still.item() == pytest.approx(3 / 9 + 0.5 * 3 / 9, rel=1e-4)
+    with pytest.raises(ValueError, match="min_motion"):
+        still_parts_loss(target, source, min_motion=0.0, size=size)
 
 
 def test_still_background_loss_favours_the_background_only_where_nothing_moves():
@@ -390,6 +428,18 @@ def test_short_run_with_still_background_lowers_it_and_needs_min_motion(tmp_path
     assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
     with pytest.raises(ValueError, match="flow_min_motion"):
         McsTask({**args, "flow_min_motion": 0.0}, seed=0)
+
+
+def test_short_run_with_still_parts_lowers_it(tmp_path: Path):
+    """``weights.still_parts`` on the panning clip: 20 Adam steps lower the still parts' area
+    (needs no flow targets); a non-positive ``part_min_motion`` is refused."""
+    args = panning_clip_args(tmp_path, jitter=0.0, lr=1e-3, weights={"still_parts": 10.0})
+    task = McsTask(args, seed=0)
+    assert "flow" not in task.train_dataset()[(0, 0)]
+    values = short_run(task, 20, "still_parts")
+    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
+    with pytest.raises(ValueError, match="part_min_motion"):
+        McsTask({**args, "part_min_motion": 0}, seed=0)
 
 
 def test_video_foregrounds_are_cached_and_follow_the_target_frame(

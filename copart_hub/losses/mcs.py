@@ -31,7 +31,7 @@ from kornia.losses import ssim_loss
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
-from ..models.mcs import MCSGenerator, MCSSegmentation
+from ..models.mcs import MCSGenerator, MCSSegmentation, part_flows
 from ..ops.antialias import PYRAMID_SCALES, Border, image_pyramid
 from ..ops.coordinates import coordinate_grid
 from ..ops.warps import TPSTransform
@@ -49,9 +49,10 @@ class McsLossWeights:
     ``perceptual`` and ``pixel`` are passed to :class:`PerceptualPyramid`, whose output is the
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
     random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`),
-    ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`) and
-    ``background`` (SCOPS's saliency constraint, :func:`~copart_hub.losses.scops.background_loss`,
-    on the target's masks against an unsupervised foreground); 0 = off, the official setting.
+    ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`),
+    ``still_parts`` (:func:`still_parts_loss`) and ``background`` (SCOPS's saliency
+    constraint, :func:`~copart_hub.losses.scops.background_loss`, on the target's masks against
+    an unsupervised foreground); 0 = off, the official setting.
     """
 
     perceptual: tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 10.0)
@@ -62,6 +63,7 @@ class McsLossWeights:
     flow: float = 0.0
     still_background: float = 0.0
     background: float = 0.0
+    still_parts: float = 0.0
 
     def total(
         self,
@@ -71,14 +73,22 @@ class McsLossWeights:
         flow: Tensor | None = None,
         still: Tensor | None = None,
         background: Tensor | None = None,
+        still_parts: Tensor | None = None,
     ) -> Tensor:
         """``reconstruction + w_shift shift + w_affine affine`` plus ``w_flow flow``,
-        ``w_still still`` and ``w_background background`` where given."""
+        ``w_still still``, ``w_background background`` and ``w_still_parts still_parts`` where
+        given."""
         total = reconstruction + self.equivariance_shift * shift + self.equivariance_affine * affine
-        for weight, term in ((self.flow, flow), (self.still_background, still)):
+        extra = (
+            (self.flow, flow),
+            (self.still_background, still),
+            (self.background, background),
+            (self.still_parts, still_parts),
+        )
+        for weight, term in extra:
             if term is not None:
                 total = total + weight * term
-        return total if background is None else total + self.background * background
+        return total
 
 
 def run_stages(stages: nn.ModuleList, x: Tensor) -> list[Tensor]:
@@ -371,6 +381,36 @@ def flow_loss(
         return error.mean()
     weight = F.adaptive_avg_pool2d(weight.to(grid.dtype), (h, w))
     return (error * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def still_parts_loss(
+    seg_target: MCSSegmentation, seg_source: MCSSegmentation, min_motion: float, size: int
+) -> Tensor:
+    """The area of the parts that do not move, as a share of the target frame -> scalar.
+
+    A part whose own motion is the identity re-draws its pixels exactly as the static
+    background does, so reconstruction cannot tell them apart, and such a part settles on
+    scenery (trees, captions). Each part k's stillness ``1 - min(d_k / min_motion, 1)``, with
+    ``d_k`` its mean displacement in pixels over its own soft mask (:func:`part_flows` against
+    the identity), weighs its mean mask ``mean_z M_T^k(z)``; the stillness is detached, so the
+    term only moves pixels out of still parts (to the background or to moving parts). Unlike
+    :func:`still_background_loss` it asks nothing of pixels: a still limb of a moving person
+    belongs to a part that moves in other pairs.
+
+    Args:
+        seg_target, seg_source: the segmentations of the two frames (``K`` parts).
+        min_motion: pixels (at ``size``) from which a part counts as moving.
+        size: side of the frames, for normalised units -> pixels.
+    """
+    if min_motion <= 0:
+        raise ValueError(f"min_motion must be > 0 pixels, got {min_motion}")
+    masks = seg_target.masks[:, 1:]  # [B, K, h, w]
+    with torch.no_grad():
+        flows = part_flows(seg_target, seg_source)  # channel 0: the identity
+        moved = (flows[:, 1:] - flows[:, :1]).norm(dim=-1) * (size - 1) / 2  # px, [B, K, h, w]
+        mean_motion = (masks * moved).sum((2, 3)) / masks.sum((2, 3)).clamp_min(1e-6)
+    stillness = 1 - (mean_motion / min_motion).clamp(max=1)  # [B, K]
+    return (stillness * masks.mean((2, 3))).sum(1).mean()
 
 
 def still_background_loss(

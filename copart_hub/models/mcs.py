@@ -35,6 +35,7 @@ __all__ = [
     "MCSModel",
     "MCSSegmentation",
     "MCSSegmenter",
+    "part_flows",
     "part_motion_grid",
     "swap_mask",
     "visibility_mask",
@@ -133,12 +134,10 @@ class MCSSegmenter(PartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmen
         )
 
 
-def part_motion_grid(seg_target: MCSSegmentation, seg_source: MCSSegmentation) -> Tensor:
-    """Target -> source sampling grid ``[B, h, w, 2]`` at the target mask resolution (A2.3).
-
-    ``T(z) = M_T^0(z) z + sum_{k>=1} M_T^k(z) (A_S A_T^-1 (z - p_T) + p_S)``, with ``z`` on the
-    inclusive grid: use it with ``grid_sample(..., align_corners=True)`` (:func:`warp_with_grid`).
-    """
+def part_flows(seg_target: MCSSegmentation, seg_source: MCSSegmentation) -> Tensor:
+    """Each segment's own target -> source map ``[B, K+1, h, w, 2]`` on the inclusive grid of
+    the target masks: the identity ``z`` for the background (channel 0), ``A_S A_T^-1 (z - p_T)
+    + p_S`` for part k."""
     masks = seg_target.masks
     b, k1, h, w = masks.shape
     if seg_source.shift.shape != seg_target.shift.shape or seg_target.shift.shape[1] != k1 - 1:
@@ -151,8 +150,17 @@ def part_motion_grid(seg_target: MCSSegmentation, seg_source: MCSSegmentation) -
     relative = z - seg_target.shift[:, :, None, None]  # [B, K, h, w, 2]
     parts = torch.einsum("bkij,bkhwj->bkhwi", motion, relative)
     parts = parts + seg_source.shift[:, :, None, None]
-    flows = torch.cat([z.expand(b, 1, h, w, 2), parts], dim=1)  # [B, K+1, h, w, 2]
-    return (masks.unsqueeze(-1) * flows).sum(1)
+    return torch.cat([z.expand(b, 1, h, w, 2), parts], dim=1)
+
+
+def part_motion_grid(seg_target: MCSSegmentation, seg_source: MCSSegmentation) -> Tensor:
+    """Target -> source sampling grid ``[B, h, w, 2]`` at the target mask resolution (A2.3).
+
+    ``T(z) = M_T^0(z) z + sum_{k>=1} M_T^k(z) (A_S A_T^-1 (z - p_T) + p_S)``, with ``z`` on the
+    inclusive grid: use it with ``grid_sample(..., align_corners=True)`` (:func:`warp_with_grid`).
+    """
+    flows = part_flows(seg_target, seg_source)
+    return (seg_target.masks.unsqueeze(-1) * flows).sum(1)
 
 
 def visibility_mask(masks_source: Tensor, masks_target: Tensor) -> Tensor:

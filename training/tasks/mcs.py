@@ -49,6 +49,7 @@ from copart_hub.losses.mcs import (
     equivariance_losses,
     flow_loss,
     still_background_loss,
+    still_parts_loss,
 )
 from copart_hub.losses.scops import background_loss
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
@@ -309,6 +310,7 @@ class McsTask(Task):
         "random_channels": list(RANDOM_CHANNELS),  # widths of the "random" net's five stages
         "flow_preset": "medium",  # OpenCV DIS preset of the flow targets (weights.flow > 0)
         "flow_min_motion": 0.0,  # px: video flow supervises only what moves this much (ramp)
+        "part_min_motion": 1.0,  # px: weights.still_parts shrinks parts that move less (ramp)
         "still_images": None,  # pairs from still images too: faces300w or a folder of images
         # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
         # front of a static background, or "none" (the whole image)
@@ -335,7 +337,7 @@ class McsTask(Task):
             raise ValueError(f"unknown mcs task_args: {sorted(unknown)}")
         super().__init__({**self.defaults, **args}, seed)
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
-        self.check_args("positive", "lr")
+        self.check_args("positive", "lr", "part_min_motion")
         self.check_args("non_negative", "jitter", "flow_min_motion")
         self.check_args("fraction", "ema_decay")
         self.check_args("non_negative_int", "flow_only_steps")
@@ -546,7 +548,14 @@ class McsTask(Task):
             masks = out["seg_target"].masks
             fg = F.interpolate(batch["foreground"], size=masks.shape[-2:], mode="area")
             background = background_loss(masks, fg)
-        loss = self.weights.total(reconstruction, shift, affine, flow, still, background)
+        still_parts = None
+        if self.weights.still_parts > 0:
+            still_parts = still_parts_loss(
+                out["seg_target"], out["seg_source"], self.args["part_min_motion"], target.shape[-1]
+            )
+        loss = self.weights.total(
+            reconstruction, shift, affine, flow, still, background, still_parts
+        )
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
@@ -558,6 +567,8 @@ class McsTask(Task):
             logs["still_background"] = still.item()
         if background is not None:
             logs["background"] = background.item()
+        if still_parts is not None:
+            logs["still_parts"] = still_parts.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation
