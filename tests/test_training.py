@@ -270,27 +270,6 @@ def test_cosine_schedule_takes_the_networks_lr_to_zero_over_max_steps(task: str)
     assert all(s is None for _, s in constant.build_optimizers(module, max_steps=10))
 
 
-def test_scops_weight_decay_shrinks_the_networks_weights_only():
-    """``weight_decay`` > 0: AdamW, whose decoupled decay alone (zero gradients) scales every
-    network weight by (1 - lr * decay) per step; the part basis keeps its SGD."""
-    from copart_hub.training.tasks import get_task
-
-    task = get_task("scops")({"lr": 0.1, "weight_decay": 0.5}, seed=0)
-    module = task.build_model()
-    (opt, _), (basis_opt, _) = task.build_optimizers(module, max_steps=10)
-    assert isinstance(opt, torch.optim.AdamW) and type(basis_opt) is torch.optim.SGD
-    weight = next(module.model.parameters())
-    before = weight.detach().clone()
-    for p in module.model.parameters():
-        p.grad = torch.zeros_like(p)
-    opt.step()
-    torch.testing.assert_close(weight.detach(), before * (1 - 0.1 * 0.5))
-    plain = get_task("scops")({"lr": 0.1}, seed=0).build_optimizers(module, max_steps=10)
-    assert type(plain[0][0]) is torch.optim.Adam
-    with pytest.raises(ValueError, match="weight_decay"):
-        get_task("scops")({"weight_decay": -1.0}, seed=0)
-
-
 def test_channels_last_batch_converts_every_image_tensor_and_nothing_else():
     from copart_hub.training.trainer import channels_last_batch
 

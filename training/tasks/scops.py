@@ -335,7 +335,6 @@ class ScopsTask(Task):
         "ema_decay": 0.999,
         "lr": 1e-4,
         "lr_schedule": "constant",  # or "cosine" (the network's lr to 0 over max_steps)
-        "weight_decay": 0.0,  # > 0: AdamW with this decoupled decay for the network
         "basis_lr": 0.01,
         "weights": {},
         "val_fit_images": 400,
@@ -355,7 +354,6 @@ class ScopsTask(Task):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
         self.check_args("positive_int", "size", "val_fit_images", "loss_size")
         self.check_args("positive", "lr", "basis_lr")
-        self.check_args("non_negative", "weight_decay")
         self.check_args("fraction", "ema_decay")
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
@@ -396,13 +394,8 @@ class ScopsTask(Task):
         """Adam for the network (from scratch; the official SGD 1e-5/1e-4 fine-tunes an ImageNet
         ResNet) and the official SGD for the basis. Clip gradients (``clip_grad_norm``, 5 in the
         configs): an unclipped first basis step with the 1e4 weight kills rows of ReLU(w).
-        ``lr_schedule=cosine`` decays the network's lr to 0 over ``max_steps``; ``weight_decay``
-        > 0 makes the network's optimiser AdamW (decoupled decay)."""
-        params, lr, decay = module.model.parameters(), self.args["lr"], self.args["weight_decay"]
-        if decay > 0:
-            model_opt = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
-        else:
-            model_opt = torch.optim.Adam(params, lr=lr)
+        ``lr_schedule=cosine`` decays the network's lr to 0 over ``max_steps``."""
+        model_opt = torch.optim.Adam(module.model.parameters(), lr=self.args["lr"])
         basis_opt = torch.optim.SGD(
             module.basis.parameters(), lr=self.args["basis_lr"], momentum=0.9, weight_decay=5e-4
         )
