@@ -98,7 +98,7 @@ def rename_licence(licence: Path, name: str) -> None:
     ``final``) the release's name."""
     if licence.is_file():
         text = licence.read_text(encoding="utf-8")
-        pattern = r"^# Terms of the `[^`\n]*` weights$"
+        pattern = "^" + re.escape(licence_title("@")).replace("@", "[^`\n]*") + "$"
         text = re.sub(pattern, lambda _: licence_title(name), text, count=1, flags=re.M)
         licence.write_text(text, encoding="utf-8")
 
