@@ -15,7 +15,13 @@ import pytest
 import torch
 from copart_hub.training.config import apply_overrides, load_config
 from copart_hub.training.sampling import EpochSampler
-from copart_hub.training.trainer import STATE_FILE, Trainer, checkpoints, latest_checkpoint
+from copart_hub.training.trainer import (
+    EMA_FILE,
+    STATE_FILE,
+    Trainer,
+    checkpoints,
+    latest_checkpoint,
+)
 
 TINY = [
     "task=ssn",
@@ -73,6 +79,7 @@ def test_load_config_rejects_unknown_keys_and_bad_values():
         ("max_minutes=-1", "max_minutes must be > 0"),
         ("mixed_precision=fp8", "mixed_precision must be one of auto, no, fp16, bf16"),
         ("cpu=1", "cpu must be true or false, got 1"),
+        ("model_ema_decay=1", "model_ema_decay must be in (0, 1)"),
         ("log_with=nope", "log_with: unknown tracker 'nope' (known: auto, none, all,"),
         ("task=foo", "unknown task 'foo'"),
         ("task_args=[1]", "task_args must be a mapping of settings"),
@@ -160,6 +167,42 @@ def test_resume_skips_a_stale_tmp_checkpoint_and_drops_rerun_metrics(tmp_path: P
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
     assert 123.0 not in [r.get("loss") for r in rows]
     assert json.loads((folder / "step_3" / STATE_FILE).read_text())["step"] == 3
+
+
+def _exported(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "final" / "model.safetensors")
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_model_ema_is_what_is_exported_and_is_resumed_exactly(tmp_path: Path):
+    ema = ["model_ema_decay=0.5", "checkpoint_every=2"]
+    full = _trainer(tmp_path / "full", "max_steps=4", *ema)
+    full.train()
+    trained = {k: v.detach().clone() for k, v in full._trained().state_dict().items()}
+    averaged = _exported(tmp_path / "full")
+    assert not _same_weights(averaged, trained)  # the export is the average, not the last step
+    assert _same_weights(averaged, full.ema.module.state_dict())
+
+    _trainer(tmp_path / "split", "max_steps=2", *ema).train()
+    assert (tmp_path / "split" / "checkpoints" / "step_2" / EMA_FILE).is_file()
+    _trainer(tmp_path / "split", "max_steps=4", *ema, "resume=auto").train()
+    assert _same_weights(_exported(tmp_path / "split"), averaged)
+
+
+@pytest.mark.usefixtures("bsds_root")
+def test_model_ema_starts_from_the_weights_of_a_checkpoint_without_one(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    _trainer(out, "max_steps=2", "checkpoint_every=2").train()
+    trainer = _trainer(out, "max_steps=2", "model_ema_decay=0.9", "resume=auto")
+    trainer.train()
+    assert "the weight average starts here" in capsys.readouterr().out
+    assert _same_weights(_exported(out), trainer._trained().state_dict())
 
 
 @pytest.mark.usefixtures("bsds_root")

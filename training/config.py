@@ -65,6 +65,10 @@ class TrainConfig:
     # NHWC memory format for the model and the image batches: faster convolutions for some
     # models on CPU (benchmarks/README.md); weights are saved in the standard format all the same
     channels_last: bool = False
+    # exponential moving average of the released model's weights (timm's ModelEmaV3, with its
+    # warm-up: decay min(this, 1 - (1 + step)^-2/3)); validation, samples and exports use the
+    # average, which is checkpointed and resumed with the run. null: the weights as trained
+    model_ema_decay: float | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 (or null), got {value}")
+        if self.model_ema_decay is not None and not 0 < self.model_ema_decay < 1:
+            raise ValueError(
+                f"model_ema_decay must be in (0, 1) (or null), got {self.model_ema_decay}"
+            )
         if self.mixed_precision not in MIXED_PRECISION:
             choices = ", ".join(MIXED_PRECISION)
             raise ValueError(

@@ -24,6 +24,8 @@ from accelerate.utils import (
     recursively_apply,
     set_seed,
 )
+from safetensors.torch import load_model, save_model
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,6 +40,7 @@ from .sampling import EpochSampler
 from .tasks import get_task
 
 STATE_FILE = "trainer_state.json"
+EMA_FILE = "model_ema.safetensors"  # the weight average (model_ema_decay) in a checkpoint
 #: free space (bytes) below which a failed write is blamed on a full disk (torch.save gives
 #: no errno)
 LOW_DISK_BYTES = 16 * 2**20
@@ -217,6 +220,10 @@ class Trainer:
             self.acc.register_for_checkpointing(s)
         if len(self.loader) < cfg.grad_accum:
             raise ValueError("the training set is smaller than one global batch")
+        self.ema: ModelEmaV3 | None = None
+        if cfg.model_ema_decay is not None:
+            self.ema = ModelEmaV3(self._trained(), decay=cfg.model_ema_decay, use_warmup=True)
+            self.ema.module.to(memory_format=torch.contiguous_format).requires_grad_(False)
         self.step = 0
         self.best_score = float("-inf")
         self.history: list[dict[str, Any]] = []
@@ -293,6 +300,8 @@ class Trainer:
                     "config": self.cfg.to_dict(),
                 }
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+                if self.ema is not None:
+                    save_model(self.ema.module, str(tmp / EMA_FILE))
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
             full = _disk_full(err, final.parent)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -337,6 +346,12 @@ class Trainer:
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
         self.acc.print(f"resumed from {path} at step {self.step}")
+        if self.ema is not None:
+            if (path / EMA_FILE).is_file():
+                load_model(self.ema.module, str(path / EMA_FILE))
+            else:  # a run that had no average until now
+                self.ema.set(self._trained())
+                self.acc.print(f"{path} holds no {EMA_FILE}: the weight average starts here")
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume in (None, "", "none"):
@@ -360,8 +375,13 @@ class Trainer:
             if values:
                 self.acc.log(values, step=int(record["step"]))
 
-    def _released(self) -> torch.nn.Module:
+    def _trained(self) -> torch.nn.Module:
+        """The part of the model that is released, with the weights as trained."""
         return self.task.release_model(self.acc.unwrap_model(self.model))
+
+    def _released(self) -> torch.nn.Module:
+        """What validation, samples and exports see: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self._trained()
 
     def _evaluate(self) -> dict[str, float]:
         """Validate on the main process; export ``best/`` when the score improves."""
@@ -473,6 +493,8 @@ class Trainer:
                     for sched in self.schedulers:
                         sched.step()
                     self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(self._trained(), step=self.step)
                     # mean over the step's micro-batches and processes: the loss of the global batch
                     step_loss = torch.stack(step_losses).mean()
                     step_losses.clear()
