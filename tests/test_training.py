@@ -397,6 +397,35 @@ def test_checkpoint_waits_for_a_slow_rank_before_the_rename(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("bsds_root")
+def test_a_checkpoint_that_fails_on_one_rank_stops_every_rank_cleanly(tmp_path: Path):
+    """Rank 1's disk fills at the second checkpoint: both ranks stop with one line each (rank 0
+    is not left waiting for rank 1), the partial folder goes and the first checkpoint stays."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import accelerate.accelerator as a\n"
+        "    save, calls = a.save_accelerator_state, []\n"
+        "    def failing(*x, **k):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 2:\n"
+        "            raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "        return save(*x, **k)\n"
+        "    a.save_accelerator_state = failing\n"
+    )
+    out = tmp_path / "run"
+    args = [*TINY, "max_steps=4", "checkpoint_every=1", f"output_dir={out}"]
+    r = _run(args, nproc=2, timeout=300, env={"PYTHONPATH": str(hook)})
+    assert r.returncode != 0
+    errors = [x for x in r.stderr.splitlines() if "copart-hub train: error:" in x]
+    assert any("step_2: the disk is full" in x for x in errors), r.stderr[-3000:]
+    assert any("step_2: another process could not write its part" in x for x in errors), errors
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_1"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("bsds_root")
 def test_channels_last_training_matches_and_saves_standard_weights(tmp_path: Path):
     """NHWC training takes the same steps; its checkpoints and export are ordinary safetensors
     (which refuse non-contiguous tensors) and the checkpoint resumes."""

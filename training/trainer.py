@@ -279,8 +279,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``step_N`` into ``step_N.tmp`` and rename it once complete, then keep the last
-        ``keep_checkpoints``. A failed write (e.g. a full disk) removes the partial folder, keeps
-        the earlier checkpoints and raises :class:`TrainingError`.
+        ``keep_checkpoints``. A failed write on any process (e.g. a full disk) removes the partial
+        folder, keeps the earlier checkpoints and raises :class:`TrainingError` on every process.
 
         Rotation is ours, not ``ProjectConfiguration(total_limit=...)``: accelerate applies that
         limit only with ``automatic_checkpoint_naming``, which writes straight into
@@ -303,17 +303,28 @@ class Trainer:
                 if self.ema is not None:
                     save_model(self.ema.module, str(tmp / EMA_FILE))
         except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
-            full = _disk_full(err, final.parent)
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (full or isinstance(err, OSError)):
-                raise
-            reason = "the disk is full" if full else " ".join(str(err).split())
+            failure = err
+        else:
+            failure = None
+        # every rank's files are in ``tmp`` (accelerate's save_state has no barrier of its own)
+        # and every rank learns whether one of them failed: none is left waiting for the others
+        flag = torch.tensor(float(failure is not None), device=self.acc.device)
+        if self.acc.reduce(flag, "max").item():
+            if self.acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.acc.wait_for_everyone()
+            full = failure is not None and _disk_full(failure, final.parent)
+            if failure is not None and not (full or isinstance(failure, OSError)):
+                raise failure
+            if failure is None:
+                reason = "another process could not write its part"
+            else:
+                reason = "the disk is full" if full else " ".join(str(failure).split())
             kept = latest_checkpoint(self.out)
             raise TrainingError(
                 f"could not save checkpoint {final}: {reason}; the last good checkpoint is "
                 f"kept ({kept or 'none yet'})"
-            ) from err
-        self.acc.wait_for_everyone()  # every rank's files are in ``tmp`` before it is renamed
+            ) from failure
         if self.acc.is_main_process:
             if final.exists():
                 shutil.rmtree(final)
