@@ -195,6 +195,25 @@ def test_model_ema_is_what_is_exported_and_is_resumed_exactly(tmp_path: Path):
     assert _same_weights(_exported(tmp_path / "split"), averaged)
 
 
+@pytest.mark.parametrize("warmup, decay", [("true", 1 - 2 ** (-2 / 3)), ("false", 0.5)])
+@pytest.mark.usefixtures("bsds_root")
+def test_model_ema_averages_the_steps_with_the_decay_asked_for(tmp_path: Path, warmup, decay):
+    """Two steps: the average is w2 + decay * (w1 - w2), the warm-up lowering decay 0.5."""
+    trainer = _trainer(tmp_path, "max_steps=2", "model_ema_decay=0.5", f"model_ema_warmup={warmup}")
+    seen, update = [], trainer.ema.update
+
+    def recording(model, step):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        update(model, step=step)
+
+    trainer.ema.update = recording
+    trainer.train()
+    (w1, w2), average = seen, trainer.ema.module.state_dict()
+    for k, v in w1.items():
+        if v.is_floating_point():
+            assert torch.allclose(average[k], w2[k] + decay * (v - w2[k]), atol=1e-6), k
+
+
 @pytest.mark.usefixtures("bsds_root")
 def test_model_ema_starts_from_the_weights_of_a_checkpoint_without_one(tmp_path: Path, capsys):
     out = tmp_path / "run"

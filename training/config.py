@@ -65,10 +65,12 @@ class TrainConfig:
     # NHWC memory format for the model and the image batches: faster convolutions for some
     # models on CPU (benchmarks/README.md); weights are saved in the standard format all the same
     channels_last: bool = False
-    # exponential moving average of the released model's weights (timm's ModelEmaV3, with its
-    # warm-up: decay min(this, 1 - (1 + step)^-2/3)); validation, samples and exports use the
-    # average, which is checkpointed and resumed with the run. null: the weights as trained
+    # exponential moving average of the released model's weights (timm's ModelEmaV3); validation,
+    # samples and exports use the average, which is checkpointed and resumed with the run.
+    # null: the weights as trained. With the warm-up the decay is min(this, 1 - step^-2/3), for
+    # runs from scratch; without it the decay is this from the second step (fine-tuning)
     model_ema_decay: float | None = None
+    model_ema_warmup: bool = True
     task_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

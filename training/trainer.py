@@ -222,7 +222,9 @@ class Trainer:
             raise ValueError("the training set is smaller than one global batch")
         self.ema: ModelEmaV3 | None = None
         if cfg.model_ema_decay is not None:
-            self.ema = ModelEmaV3(self._trained(), decay=cfg.model_ema_decay, use_warmup=True)
+            self.ema = ModelEmaV3(
+                self._trained(), decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup
+            )
             self.ema.module.to(memory_format=torch.contiguous_format).requires_grad_(False)
         self.step = 0
         self.best_score = float("-inf")
