@@ -117,14 +117,16 @@ def test_total_adds_the_weighted_flow_term():
     assert parts.total(one, one, one, None, None, None, torch.tensor(0.5)).item() == 9.5
 
 
-def _two_parts(masks: torch.Tensor, move: float) -> tuple[MCSSegmentation, MCSSegmentation]:
+def _two_parts(
+    masks: torch.Tensor, move: float, axis: int = 0
+) -> tuple[MCSSegmentation, MCSSegmentation]:
     """Target and source segmentations of two parts: part 1 still, part 2 shifted by ``move``
-    (normalised units) between the frames; identity affines."""
+    (normalised units) along ``axis`` (0: x, 1: y) between the frames; identity affines."""
     b = masks.shape[0]
     affine = torch.eye(2).expand(b, 2, 2, 2).clone()
     shift = torch.zeros(b, 2, 2)
     moved = shift.clone()
-    moved[:, 1, 0] = move
+    moved[:, 1, axis] = move
     return MCSSegmentation(masks, shift, affine), MCSSegmentation(masks, moved, affine)
 
 
@@ -136,16 +138,26 @@ def test_still_parts_loss_takes_pixels_from_a_part_whose_own_motion_is_the_ident
     masks[:, 0, :, :3], masks[:, 1, :, 3:6], masks[:, 2, :, 6:] = 1.0, 1.0, 1.0
     masks.requires_grad_(True)
     target, source = _two_parts(masks, move=4 * 2 / (size - 1))
-    loss = still_parts_loss(target, source, min_motion=1.0, size=size)
+    loss = still_parts_loss(target, source, min_motion=1.0, size=(size, size))
     assert loss.item() == pytest.approx(3 / 9)  # the still part covers a third of the frame
     loss.backward()
     assert masks.grad[:, 1].gt(0).all() and masks.grad[:, 2].abs().max() == 0
     assert masks.grad[:, 0].abs().max() == 0
     target, source = _two_parts(masks.detach(), move=0.5 * 2 / (size - 1))  # both below 1 px
-    half_still = still_parts_loss(target, source, min_motion=1.0, size=size)
+    half_still = still_parts_loss(target, source, min_motion=1.0, size=(size, size))
     assert half_still.item() == pytest.approx(3 / 9 + 0.5 * 3 / 9, rel=1e-4)
     with pytest.raises(ValueError, match="min_motion"):
-        still_parts_loss(target, source, min_motion=0.0, size=size)
+        still_parts_loss(target, source, min_motion=0.0, size=(size, size))
+
+
+def test_still_parts_loss_measures_motion_in_pixels_of_each_axis_of_a_wide_frame():
+    """A 17 x 33 frame: 4 px down is 4 * 2 / 16 in normalised y (not 4 * 2 / 32): with 6 px
+    to count as moving, the moving part is a third still."""
+    masks = torch.zeros(1, 3, 9, 9)
+    masks[:, 0, :, :3], masks[:, 1, :, 3:6], masks[:, 2, :, 6:] = 1.0, 1.0, 1.0
+    target, source = _two_parts(masks, move=4 * 2 / 16, axis=1)
+    loss = still_parts_loss(target, source, min_motion=6.0, size=(17, 33))
+    assert loss.item() == pytest.approx(3 / 9 + (1 - 4 / 6) * 3 / 9, rel=1e-4)
 
 
 def test_still_background_loss_favours_the_background_only_where_nothing_moves():

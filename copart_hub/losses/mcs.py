@@ -384,7 +384,10 @@ def flow_loss(
 
 
 def still_parts_loss(
-    seg_target: MCSSegmentation, seg_source: MCSSegmentation, min_motion: float, size: int
+    seg_target: MCSSegmentation,
+    seg_source: MCSSegmentation,
+    min_motion: float,
+    size: tuple[int, int],
 ) -> Tensor:
     """The area of the parts that do not move, as a share of the target frame -> scalar.
 
@@ -400,14 +403,15 @@ def still_parts_loss(
     Args:
         seg_target, seg_source: the segmentations of the two frames (``K`` parts).
         min_motion: pixels (at ``size``) from which a part counts as moving.
-        size: side of the frames, for normalised units -> pixels.
+        size: ``(H, W)`` of the frames, for normalised units -> pixels.
     """
     if min_motion <= 0:
         raise ValueError(f"min_motion must be > 0 pixels, got {min_motion}")
     masks = seg_target.masks[:, 1:]  # [B, K, h, w]
     with torch.no_grad():
         flows = part_flows(seg_target, seg_source)  # channel 0: the identity
-        moved = (flows[:, 1:] - flows[:, :1]).norm(dim=-1) * (size - 1) / 2  # px, [B, K, h, w]
+        half = torch.tensor([size[1] - 1, size[0] - 1], dtype=flows.dtype, device=flows.device) / 2
+        moved = ((flows[:, 1:] - flows[:, :1]) * half).norm(dim=-1)  # px, [B, K, h, w]
         mean_motion = (masks * moved).sum((2, 3)) / masks.sum((2, 3)).clamp_min(1e-6)
     stillness = 1 - (mean_motion / min_motion).clamp(max=1)  # [B, K]
     return (stillness * masks.mean((2, 3))).sum(1).mean()

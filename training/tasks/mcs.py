@@ -551,7 +551,10 @@ class McsTask(Task):
         still_parts = None
         if self.weights.still_parts > 0:
             still_parts = still_parts_loss(
-                out["seg_target"], out["seg_source"], self.args["part_min_motion"], target.shape[-1]
+                out["seg_target"],
+                out["seg_source"],
+                self.args["part_min_motion"],
+                tuple(target.shape[-2:]),
             )
         loss = self.weights.total(
             reconstruction, shift, affine, flow, still, background, still_parts
