@@ -225,6 +225,17 @@ def test_model_ema_starts_from_the_weights_of_a_checkpoint_without_one(tmp_path:
 
 
 @pytest.mark.usefixtures("bsds_root")
+def test_an_export_mid_training_leaves_the_model_in_training_mode(tmp_path: Path):
+    """Task code may put the model in eval mode (a PartSegmenter does): a ``best/`` export
+    during training must not leave it there, or training goes on with frozen BatchNorm."""
+    trainer = _trainer(tmp_path / "run", "max_steps=1")
+    trainer.task.write_samples = lambda model, path: model.eval()
+    trainer._trained().train()
+    trainer._export(tmp_path / "run" / "best", {"score": 1.0})
+    assert trainer._trained().training
+
+
+@pytest.mark.usefixtures("bsds_root")
 def test_an_export_stopped_midway_leaves_the_previous_export_whole(tmp_path: Path):
     """A run killed while it exports ``best/`` (samples written, weights not yet) must not
     leave new samples beside old weights: the folder keeps the previous export intact."""

@@ -396,14 +396,24 @@ class Trainer:
         """What validation, samples and exports see: the weight average if there is one."""
         return self.ema.module if self.ema is not None else self._trained()
 
+    @staticmethod
+    @contextmanager
+    def _inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """``model`` in eval mode while inside, back in its own mode after, whatever the task
+        code did to it (a :class:`~copart_hub.pipelines.PartSegmenter` sets eval mode)."""
+        was_training = model.training
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train(was_training)
+
     def _evaluate(self) -> dict[str, float]:
         """Validate on the main process; export ``best/`` when the score improves."""
-        model = self._released()
         scores: dict[str, float] = {}
         if self.acc.is_main_process:
-            model.eval()
-            scores = self.task.validate(model)
-            model.train()
+            with self._inference(self._released()) as model:
+                scores = self.task.validate(model)
             self._log({"step": self.step, "val": scores})
             self.acc.print(f"step {self.step} validation: {scores}")
             if scores.get("score", float("-inf")) > self.best_score:
@@ -414,11 +424,9 @@ class Trainer:
 
     def _samples(self) -> None:
         if self.acc.is_main_process:
-            model = self._released()
-            model.eval()
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
-            self.task.write_samples(model, self.out / "samples" / f"step_{self.step:07d}.png")
-            model.train()
+            with self._inference(self._released()) as model:
+                self.task.write_samples(model, self.out / "samples" / f"step_{self.step:07d}.png")
         self.acc.wait_for_everyone()
 
     def _export(self, folder: Path, scores: dict[str, float]) -> None:
@@ -430,7 +438,8 @@ class Trainer:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         samples = partial / "samples.png"
-        self.task.write_samples(model, samples)
+        with self._inference(model):
+            self.task.write_samples(model, samples)
         info = {
             **self.task.card_info(),
             "steps": self.step,
