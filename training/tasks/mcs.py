@@ -48,6 +48,7 @@ from copart_hub.losses.mcs import (
     PerceptualPyramid,
     equivariance_losses,
     flow_loss,
+    part_balance_loss,
     still_background_loss,
     still_parts_loss,
 )
@@ -535,43 +536,30 @@ class McsTask(Task):
         else:
             reconstruction = torch.zeros((), device=target.device)
         shift, affine = equivariance_losses(out["seg_target"], out["seg_transformed"], transform)
-        flow = None
+        seg = out["seg_target"]
+        terms: dict[str, Tensor] = {}
         if self.weights.flow > 0:
-            flow = flow_loss(out["grid"], batch["flow"], batch["flow_weight"])
-        still = None
+            terms["flow"] = flow_loss(out["grid"], batch["flow"], batch["flow_weight"])
         if self.weights.still_background > 0:
-            still = still_background_loss(
-                out["seg_target"].masks[:, :1], batch["flow"], self.args["flow_min_motion"]
+            terms["still_background"] = still_background_loss(
+                seg.masks[:, :1], batch["flow"], self.args["flow_min_motion"]
             )
-        background = None
         if self.weights.background > 0:
-            masks = out["seg_target"].masks
-            fg = F.interpolate(batch["foreground"], size=masks.shape[-2:], mode="area")
-            background = background_loss(masks, fg)
-        still_parts = None
+            fg = F.interpolate(batch["foreground"], size=seg.masks.shape[-2:], mode="area")
+            terms["background"] = background_loss(seg.masks, fg)
         if self.weights.still_parts > 0:
-            still_parts = still_parts_loss(
-                out["seg_target"],
-                out["seg_source"],
-                self.args["part_min_motion"],
-                tuple(target.shape[-2:]),
+            terms["still_parts"] = still_parts_loss(
+                seg, out["seg_source"], self.args["part_min_motion"], tuple(target.shape[-2:])
             )
-        loss = self.weights.total(
-            reconstruction, shift, affine, flow, still, background, still_parts
-        )
+        if self.weights.part_balance > 0:
+            terms["part_balance"] = part_balance_loss(seg.masks)
+        loss = self.weights.total(reconstruction, shift, affine, **terms)
         logs = {
             "reconstruction": reconstruction.item(),
             "equivariance_shift": shift.item(),
             "equivariance_affine": affine.item(),
+            **{name: term.item() for name, term in terms.items()},
         }
-        if flow is not None:
-            logs["flow"] = flow.item()
-        if still is not None:
-            logs["still_background"] = still.item()
-        if background is not None:
-            logs["background"] = background.item()
-        if still_parts is not None:
-            logs["still_parts"] = still_parts.item()
         return loss, logs
 
     # ----------------------------------------------------------------- validation
