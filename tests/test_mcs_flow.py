@@ -3,7 +3,6 @@ pairs with flow, pairs made from one still image, and short real runs with each 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from copart_hub.data.provenance import licence_text
 from copart_hub.losses.mcs import (
     McsLossWeights,
     flow_loss,
-    part_balance_loss,
     still_background_loss,
     still_parts_loss,
 )
@@ -115,47 +113,15 @@ def test_total_adds_each_named_term_times_its_weight():
         still_background=5.0,
         background=6.0,
         still_parts=7.0,
-        part_balance=8.0,
     )
     assert weights.total(one, one, one).item() == 6.0
     for name in McsLossWeights.OPTIONAL_TERMS:
         expected = 6.0 + getattr(weights, name) * 0.5
         assert weights.total(one, one, one, **{name: half}).item() == expected, name
-    assert weights.total(one, one, one, flow=half, part_balance=None).item() == 8.0
+    assert weights.total(one, one, one, flow=half, still_parts=None).item() == 8.0
     assert weights.total(one, one, one, flow=half, still_parts=half).item() == 11.5
     with pytest.raises(ValueError, match="unknown loss terms"):
         weights.total(one, one, one, flows=half)
-
-
-def test_part_balance_loss_is_zero_for_equal_shares_and_log_k_for_one_part():
-    """KL of the parts' foreground shares (over the batch) from uniform: 0 for equal shares
-    whatever the foreground's area, log K when one part holds it all; the background's size
-    does not count, and a collapsed part's gradient grows it at the others' expense."""
-    k = 4
-    equal = torch.zeros(2, k + 1, 8, 8)
-    equal[:, 0, :4] = 1.0  # half background
-    for i in range(k):
-        equal[:, 1 + i, 4:, 2 * i : 2 * i + 2] = 1.0
-    assert part_balance_loss(equal).item() == pytest.approx(0.0, abs=1e-6)
-    # the same equal shares split across the batch (part 1-2 on image 0, 3-4 on image 1)
-    across = torch.zeros(2, k + 1, 8, 8)
-    across[:, 0] = 1.0
-    across[0, 0, :, :4], across[0, 1, :, :2], across[0, 2, :, 2:4] = 0.0, 1.0, 1.0
-    across[1, 0, :, :4], across[1, 3, :, :2], across[1, 4, :, 2:4] = 0.0, 1.0, 1.0
-    assert part_balance_loss(across).item() == pytest.approx(0.0, abs=1e-6)
-    one_part = torch.zeros(2, k + 1, 8, 8)
-    one_part[:, 0, :2] = 1.0
-    one_part[:, 1, 2:] = 1.0
-    assert part_balance_loss(one_part).item() == pytest.approx(math.log(k), rel=1e-5)
-    logits = torch.randn(2, k + 1, 8, 8)
-    logits[:, 2] -= 4.0  # part 2 nearly empty
-    logits.requires_grad_(True)
-    part_balance_loss(logits.softmax(1)).backward()
-    assert logits.grad[:, 2].sum() < 0  # descent raises the collapsed part's logits
-    with pytest.raises(ValueError, match="K >= 2"):
-        part_balance_loss(torch.rand(2, 2, 8, 8))
-    with pytest.raises(ValueError, match=r"\[B, K\+1, h, w\]"):
-        part_balance_loss(torch.rand(2, 5, 8))
 
 
 def _two_parts(
@@ -493,14 +459,6 @@ def test_short_run_with_still_parts_lowers_it(tmp_path: Path):
     assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
     with pytest.raises(ValueError, match="part_min_motion"):
         McsTask({**args, "part_min_motion": 0}, seed=0)
-
-
-def test_short_run_with_part_balance_lowers_it(tmp_path: Path):
-    """``weights.part_balance`` on the panning clip: 20 Adam steps share the foreground more
-    evenly among the parts."""
-    args = panning_clip_args(tmp_path, jitter=0.0, lr=1e-3, weights={"part_balance": 10.0})
-    values = short_run(McsTask(args, seed=0), 20, "part_balance")
-    assert sum(values[-3:]) / 3 < 0.8 * sum(values[:3]) / 3, values
 
 
 def test_video_foregrounds_are_cached_and_follow_the_target_frame(

@@ -51,8 +51,7 @@ class McsLossWeights:
     weighted reconstruction loss; ``pixel`` (0 in the official code) is our addition for the
     random-feature default, as are ``ssim`` (an SSIM pyramid term, :class:`PerceptualPyramid`),
     ``flow`` (:func:`flow_loss`), ``still_background`` (:func:`still_background_loss`),
-    ``still_parts`` (:func:`still_parts_loss`), ``part_balance`` (:func:`part_balance_loss`)
-    and ``background`` (SCOPS's saliency
+    ``still_parts`` (:func:`still_parts_loss`) and ``background`` (SCOPS's saliency
     constraint, :func:`~copart_hub.losses.scops.background_loss`, on the target's masks against
     an unsupervised foreground); 0 = off, the official setting.
     """
@@ -66,14 +65,12 @@ class McsLossWeights:
     still_background: float = 0.0
     background: float = 0.0
     still_parts: float = 0.0
-    part_balance: float = 0.0
 
     OPTIONAL_TERMS: ClassVar[tuple[str, ...]] = (
         "flow",
         "still_background",
         "background",
         "still_parts",
-        "part_balance",
     )
 
     def total(
@@ -81,7 +78,7 @@ class McsLossWeights:
     ) -> Tensor:
         """``reconstruction + w_shift shift + w_affine affine`` plus each of the optional
         ``terms`` (keyword = its weight's name: ``flow``, ``still_background``, ``background``,
-        ``still_parts``, ``part_balance``) times its weight; a term given as None is skipped."""
+        ``still_parts``) times its weight; a term given as None is skipped."""
         unknown = set(terms) - set(self.OPTIONAL_TERMS)
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {self.OPTIONAL_TERMS}")
@@ -416,30 +413,6 @@ def still_parts_loss(
         mean_motion = (masks * moved).sum((2, 3)) / masks.sum((2, 3)).clamp_min(1e-6)
     stillness = 1 - (mean_motion / min_motion).clamp(max=1)  # [B, K]
     return (stillness * masks.mean((2, 3))).sum(1).mean()
-
-
-def part_balance_loss(masks: Tensor, eps: float = 1e-6) -> Tensor:
-    """How unevenly the foreground is shared among the K parts -> scalar in ``[0, log K]``.
-
-    Trained from scratch, MCS settles on two or three large parts (torso, legs) and leaves the
-    other parts empty, so limbs and head that move on their own have no part to follow them.
-    With ``a_k`` part k's mean mask over the batch and ``p = a / sum(a)`` its share of the
-    foreground, the term is ``KL(p || uniform) = sum_k p_k log(K p_k)``: 0 when every part
-    holds as much of the foreground as every other (over the batch, not per image), ``log K``
-    when one part holds it all. It is invariant to the foreground's total area, so it moves
-    pixels between parts, never between the parts and the background.
-
-    Args:
-        masks: ``[B, K+1, h, w]`` soft masks, channel 0 the background
-            (:class:`~copart_hub.models.mcs.MCSSegmentation` ``masks``).
-    """
-    if masks.ndim != 4 or masks.shape[1] < 3:
-        raise ValueError(
-            f"masks must be [B, K+1, h, w] with K >= 2 parts, got {tuple(masks.shape)}"
-        )
-    area = masks[:, 1:].float().mean((0, 2, 3))  # [K]
-    share = area / area.sum().clamp_min(eps)
-    return (share * (share * area.numel()).clamp_min(eps).log()).sum()
 
 
 def still_background_loss(

@@ -48,7 +48,6 @@ from copart_hub.losses.mcs import (
     PerceptualPyramid,
     equivariance_losses,
     flow_loss,
-    part_balance_loss,
     still_background_loss,
     still_parts_loss,
 )
@@ -551,8 +550,6 @@ class McsTask(Task):
             terms["still_parts"] = still_parts_loss(
                 seg, out["seg_source"], self.args["part_min_motion"], tuple(target.shape[-2:])
             )
-        if self.weights.part_balance > 0:
-            terms["part_balance"] = part_balance_loss(seg.masks)
         loss = self.weights.total(reconstruction, shift, affine, **terms)
         logs = {
             "reconstruction": reconstruction.item(),
