@@ -20,6 +20,17 @@ def test_bad_model_is_one_clear_error(capsys):
     assert len(err) == 1 and "no_such_model" in err[0]
 
 
+def test_a_card_without_baselines_is_refused(tmp_path: Path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "README.md").write_text("# m\n")
+    argv = ["--model", str(folder), "--dataset", "faces300w", "--card", "--no-baselines"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-baselines" in err[0]
+    assert (folder / "README.md").read_text() == "# m\n"
+
+
 def test_untrained_like_has_same_config_and_fresh_weights():
     model = copart_hub.create_model("scops_resnet18", num_parts=3, input_size=(32, 32))
     with __import__("torch").no_grad():
@@ -44,6 +55,9 @@ def test_scores_on_held_out_faces_and_horses(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "mean mask" in out and "untrained" in out and "DFF" in out and "saliency" in out
     assert "GrabCut" in out and "mean pose" not in out
+    assert main(["--model", str(folder), "--dataset", "weizmann_horse", "--no-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "this model" in out and "untrained" not in out and "mean mask" not in out
     assert set(DATASETS) == {"faces300w", "faces300w-zoomshift", "weizmann_horse", "taichi"}
 
 

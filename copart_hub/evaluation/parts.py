@@ -279,8 +279,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL",
         help="more part models scored in the same run (e.g. SCOPS trained on the same frames)",
     )
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="score only the model (and --compare models): a quick check, not for a card",
+    )
     args = p.parse_args(argv)
     from .. import from_pretrained
+
+    if args.card and args.no_baselines:
+        print(
+            "copart-hub eval parts: error: --card writes the baselines beside the model; "
+            "drop --no-baselines",
+            file=sys.stderr,
+        )
+        return 2
 
     card = Path(args.model) / "README.md"
     if args.card and not card.is_file():
@@ -309,21 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows["this model + GrabCut"] = evaluate_foreground(model, test, grabcut=True)
         for other in args.compare:
             rows[str(other)] = score(from_pretrained(other))
-        rows["untrained"] = score(untrained_like(model))
-        if "backbone" in model.config:
-            rows["DFF (own backbone)"] = score(dff_baseline(model, fit))
-        if test.landmarks is not None:
-            err = mean_shape_error(
-                five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
-            )
-            rows["mean shape"] = {"landmark_error_iod_pct": err}
-        else:
-            rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
-            if args.dataset == "taichi":
-                rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
-            sal = saliency_ious(test)
-            rows["boundary saliency > 0.5"] = {"fg_iou": sal["boundary"]}
-            rows["boundary saliency + GrabCut"] = {"fg_iou": sal["grabcut"]}
+        if not args.no_baselines:
+            rows["untrained"] = score(untrained_like(model))
+            if "backbone" in model.config:
+                rows["DFF (own backbone)"] = score(dff_baseline(model, fit))
+            if test.landmarks is not None:
+                err = mean_shape_error(
+                    five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
+                )
+                rows["mean shape"] = {"landmark_error_iod_pct": err}
+            else:
+                rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
+                if args.dataset == "taichi":
+                    rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
+                sal = saliency_ious(test)
+                rows["boundary saliency > 0.5"] = {"fg_iou": sal["boundary"]}
+                rows["boundary saliency + GrabCut"] = {"fg_iou": sal["grabcut"]}
     except (OSError, ValueError) as err:
         print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
         return 2
