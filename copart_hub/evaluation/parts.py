@@ -25,7 +25,7 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,34 @@ def dff_baseline(model: torch.nn.Module, fit: Any) -> torch.nn.Module:
     return dff.eval().fit(batch.split(32))
 
 
+def baseline_rows(
+    model: torch.nn.Module,
+    score: Callable[[torch.nn.Module], dict[str, float]],
+    dataset: str,
+    fit: Any,
+    test: Any,
+) -> dict[str, dict[str, float]]:
+    """The rows a card shows beside the model: the same network untrained and DFF on its own
+    backbone (each scored by ``score``, the model's protocol), and the data's priors (mean
+    shape; or mean mask, mean pose and saliency)."""
+    rows = {"untrained": score(untrained_like(model))}
+    if "backbone" in model.config:
+        rows["DFF (own backbone)"] = score(dff_baseline(model, fit))
+    if test.landmarks is not None:
+        err = mean_shape_error(
+            five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
+        )
+        rows["mean shape"] = {"landmark_error_iod_pct": err}
+        return rows
+    rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
+    if dataset == "taichi":
+        rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
+    sal = saliency_ious(test)
+    rows["boundary saliency > 0.5"] = {"fg_iou": sal["boundary"]}
+    rows["boundary saliency + GrabCut"] = {"fg_iou": sal["grabcut"]}
+    return rows
+
+
 def format_rows(rows: dict[str, dict[str, float]]) -> str:
     metrics = sorted({k for r in rows.values() for k in r})
     lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
@@ -323,21 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for other in args.compare:
             rows[str(other)] = score(from_pretrained(other))
         if not args.no_baselines:
-            rows["untrained"] = score(untrained_like(model))
-            if "backbone" in model.config:
-                rows["DFF (own backbone)"] = score(dff_baseline(model, fit))
-            if test.landmarks is not None:
-                err = mean_shape_error(
-                    five_landmarks(landmarks_of(fit)), five_landmarks(landmarks_of(test))
-                )
-                rows["mean shape"] = {"landmark_error_iod_pct": err}
-            else:
-                rows["mean mask"] = {"fg_iou": mean_mask_iou(fit, test)}
-                if args.dataset == "taichi":
-                    rows["mean pose"] = mean_pose_mae(fit.keypoints, test.keypoints)
-                sal = saliency_ious(test)
-                rows["boundary saliency > 0.5"] = {"fg_iou": sal["boundary"]}
-                rows["boundary saliency + GrabCut"] = {"fg_iou": sal["grabcut"]}
+            rows.update(baseline_rows(model, score, args.dataset, fit, test))
     except (OSError, ValueError) as err:
         print(f"copart-hub eval parts: error: {err}", file=sys.stderr)
         return 2
