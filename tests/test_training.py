@@ -529,6 +529,40 @@ def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
             Trainer(cfg)
 
 
+@pytest.mark.usefixtures("bsds_root")
+def test_init_partial_copies_what_fits_and_starts_the_rest_afresh(tmp_path: Path, capsys):
+    """``init_partial=true`` takes a checkpoint with another head (as a part classifier of
+    another K): the weights that fit are copied, the others keep their fresh initialisation
+    and are named; a checkpoint that shares nothing is refused."""
+    from copart_hub.training.trainer import Trainer
+
+    import copart_hub
+
+    source = copart_hub.create_model("ssn_deep", hidden_dim=4, feature_dim=6, norm="none")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.fill_(0.25)
+    source.save_pretrained(tmp_path / "source")
+    cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", "max_steps=1"])
+    cfg.init_from = str(tmp_path / "source")
+    with pytest.raises(ValueError, match="init_partial=true"):
+        Trainer(cfg)
+    cfg.init_partial = True
+    trainer = Trainer(cfg)
+    released = trainer.task.release_model(trainer.acc.unwrap_model(trainer.model))
+    copied = {k: bool(torch.all(v == 0.25)) for k, v in released.state_dict().items()}
+    assert copied.pop("feature_net.head.weight") is False
+    assert copied.pop("feature_net.head.bias") is False
+    assert all(copied.values())
+    printed = capsys.readouterr().out
+    assert "started afresh: feature_net.head.bias, feature_net.head.weight" in printed
+    other = copart_hub.create_model("ssn_deep", hidden_dim=8, feature_dim=6, norm="none")
+    other.save_pretrained(tmp_path / "other")
+    cfg.init_from = str(tmp_path / "other")
+    with pytest.raises(ValueError, match="shares no weight"):
+        Trainer(cfg)
+
+
 @pytest.fixture
 def fresh_accelerate_state():
     """accelerate keeps one process-wide state: reset it around a test that changes it."""

@@ -58,6 +58,9 @@ class TrainConfig:
     # fine-tuning: weights of a released model (folder, zoo name or Hub id) to start from; the
     # same architecture and K are required. A resumed checkpoint takes precedence.
     init_from: str | None = None
+    # init_from another K (or width of a head): copy every weight whose name and shape match,
+    # start the others afresh (e.g. the part classifier), and print which ones those are
+    init_partial: bool = False
     # wall-clock budget of this process: stop after the first step past it, then validate and
     # export as at max_steps (equal-time ablations; a later call resumes towards max_steps)
     max_minutes: float | None = None

@@ -257,11 +257,25 @@ class Trainer:
                 f"init_from {source!r} holds a {type(loaded).__name__}; this task trains a "
                 f"{type(target).__name__}"
             )
+        state = loaded.state_dict()
+        if self.cfg.init_partial:
+            own = target.state_dict()
+            state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            fresh = sorted(set(own) - set(state))
+            if not state:
+                raise ValueError(f"init_from {source!r} shares no weight with this model")
+            target.load_state_dict(state, strict=False)
+            fresh_names = ", ".join(fresh) or "none"
+            self.acc.print(f"initialised from {source}; started afresh: {fresh_names}")
+            return
         try:
-            target.load_state_dict(loaded.state_dict())
+            target.load_state_dict(state)
         except RuntimeError as err:
             detail = " ".join(str(err).split())
-            raise ValueError(f"init_from {source!r} does not fit this model: {detail}") from None
+            raise ValueError(
+                f"init_from {source!r} does not fit this model: {detail} (init_partial=true copies "
+                "the weights that fit and starts the others afresh)"
+            ) from None
         self.acc.print(f"initialised from {source}")
 
     # ----------------------------------------------------------------- checkpoints
