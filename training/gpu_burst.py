@@ -30,6 +30,11 @@ JOBS: dict[str, tuple[str, list[str]]] = {
             "task_args.model=scops_fpn_regnetx_002",
             "task_args.loss_size=64",
             "task_args.reference=histogram+position",
+            # from scratch: the official weights make parts, the config's raised ones (for
+            # annealing a release) do not (scops_ablations.md, "Faces: K from scratch")
+            "task_args.weights.concentration=10",
+            "task_args.weights.equivariance=1000",
+            "task_args.weights.landmark_equivariance=100",
             "batch_size=32",
         ],
     ),
