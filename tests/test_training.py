@@ -503,6 +503,17 @@ def test_short_real_training_lowers_the_loss():
     assert sum(recon[-5:]) / 5 < 0.9 * sum(recon[:5]) / 5, recon
 
 
+def _save_constant_ssn(folder: Path, **kwargs: int) -> None:
+    """Save an ``ssn_deep`` (no norm) with every parameter 0.25, as a released model."""
+    import copart_hub
+
+    source = copart_hub.create_model("ssn_deep", norm="none", **kwargs)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.fill_(0.25)
+    source.save_pretrained(folder)
+
+
 @pytest.mark.usefixtures("bsds_root")
 def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
     """``init_from`` starts the released part of the model from a checkpoint; another
@@ -511,11 +522,7 @@ def test_init_from_a_released_model_and_mismatches(tmp_path: Path):
 
     import copart_hub
 
-    source = copart_hub.create_model("ssn_deep", hidden_dim=4, norm="none")
-    with torch.no_grad():
-        for p in source.parameters():
-            p.fill_(0.25)
-    source.save_pretrained(tmp_path / "source")
+    _save_constant_ssn(tmp_path / "source", hidden_dim=4)
     cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", "max_steps=1"])
     cfg.init_from = str(tmp_path / "source")
     trainer = Trainer(cfg)
@@ -538,11 +545,7 @@ def test_init_partial_copies_what_fits_and_starts_the_rest_afresh(tmp_path: Path
 
     import copart_hub
 
-    source = copart_hub.create_model("ssn_deep", hidden_dim=4, feature_dim=6, norm="none")
-    with torch.no_grad():
-        for p in source.parameters():
-            p.fill_(0.25)
-    source.save_pretrained(tmp_path / "source")
+    _save_constant_ssn(tmp_path / "source", hidden_dim=4, feature_dim=6)
     cfg = load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}", "max_steps=1"])
     cfg.init_from = str(tmp_path / "source")
     with pytest.raises(ValueError, match="init_partial=true"):

@@ -56,7 +56,8 @@ class TrainConfig:
     sample_every: int = 500
     resume: str | None = "auto"  # auto = latest checkpoint in output_dir, or a path, or null
     # fine-tuning: weights of a released model (folder, zoo name or Hub id) to start from; the
-    # same architecture and K are required. A resumed checkpoint takes precedence.
+    # same architecture is required, and the same K unless init_partial. A resumed checkpoint
+    # takes precedence.
     init_from: str | None = None
     # init_from another K (or width of a head): copy every weight whose name and shape match,
     # start the others afresh (e.g. the part classifier), and print which ones those are
