@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="swap parts of a source image into a target image or video (MCS)",
         description="Swap MCS parts of --source into --target (image, or .mp4/.gif video) at "
         "full resolution. Output type follows the --out suffix: .png/.jpg for image targets, "
-        ".mp4/.gif for videos. No MCS checkpoint is released yet, so --model is required.",
+        ".mp4/.gif for videos.",
     )
     sw.add_argument("--source", type=Path, required=True, help="source image (parts come from it)")
     sw.add_argument("--target", type=Path, required=True, help="target image, .mp4 or .gif")
@@ -165,7 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--out", type=Path, required=True, help="output file (.png/.jpg/.mp4/.gif)")
     sw.add_argument(
-        "--model", required=True, help="MCS checkpoint folder or Hub repo id (required)"
+        "--model", required=True, help="MCS model: zoo name (e.g. mcs_faces), folder or Hub id"
+    )
+    sw.add_argument(
+        "--render",
+        choices=("generator", "pixels"),  # part_swap.RENDERS (imported lazily)
+        default="generator",
+        help="generator: re-drawn by the model (the paper); pixels: the source's own pixels "
+        "warped by the part motion (sharp, full resolution)",
     )
     sw.add_argument("--hard", action="store_true", help="threshold the swap mask at 0.5")
     sw.add_argument(
@@ -502,7 +509,7 @@ def _swap(args: argparse.Namespace) -> int:
     source = _load_inputs([args.source])[0]
     target = None if is_video else _load_inputs([args.target])[0]
     model = _load_model(args.model, (MCSModel,), args.device)
-    swapper = _build(lambda: PartSwapper(model, device=args.device))
+    swapper = _build(lambda: PartSwapper(model, device=args.device, render=args.render))
     try:
         if target is None:
             swapper.swap_video(

@@ -9,6 +9,13 @@ unchanged, bit for bit. The mask is feathered at the model's resolution; the swa
 its mask are upsampled and pasted a band of rows at a time, so memory does not grow with the
 photo beyond its own pixels.
 
+``render``: ``"generator"`` re-draws the swapped region with the model's generator (the paper:
+``decode(enc_T (1 - m) + V warp(enc_S) m)``), as blurred as the generator is at its input size;
+``"pixels"`` warps the **full-resolution source pixels** by the same part motion (the grid the
+generator would warp its features with, upsampled to the target crop) and pastes them under the
+same mask: as sharp as the source photo, with the source's own lighting, and without the
+generator's in-painting where the source part was hidden.
+
 >>> swapper = PartSwapper("path/to/mcs_checkpoint")            # doctest: +SKIP
 >>> swapper.swap_image("source.jpg", "target.jpg", [1, 3])     # doctest: +SKIP
 >>> swapper.swap_video("source.jpg", "target.mp4", [2], "out.mp4")  # doctest: +SKIP
@@ -19,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .data.videos import read_video
 from .models.mcs import MCSModel, MCSSegmentation
+from .ops.coordinates import coordinate_axis
 from .pipelines import _prepare
 from .processing import ImageInput, image_to_tensor, load_image, upsample_bands
 from .visualize import render_legend
@@ -57,6 +66,17 @@ FEATHER = 1 / 32
 BOX_SMOOTHING_S = 0.5
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
+RENDERS = ("generator", "pixels")
+
+
+@dataclass
+class _Source:
+    """A source prepared once for every target frame."""
+
+    crop: Tensor  # [1, 3, h, w] at the model's input size
+    segmentation: MCSSegmentation
+    features: list[Tensor]  # the generator's encoder levels of ``crop``
+    pixels: Tensor  # [1, 3, H, W] the same crop at the photo's resolution, in [0, 1]
 
 
 def _check_parts(parts: Sequence[int], num_parts: int) -> list[int]:
@@ -142,17 +162,39 @@ def _border_taper(rows: slice, height: int, width: int, ramp: float) -> np.ndarr
     return np.clip(dist / max(ramp, 1.0), 0.0, 1.0)
 
 
+def _warp_rows(pixels: Tensor, grid: Tensor, rows: slice, height: int, width: int) -> Tensor:
+    """``rows`` of ``pixels`` ``[1, 3, H_s, W_s]`` warped by the part-motion ``grid``
+    ``[1, 2, h_m, w_m]`` (target -> source, inclusive convention) onto a ``height x width``
+    target -> ``[3, len(rows), width]``. The grid is itself resampled at the band's pixels
+    (``align_corners=True``), so an affine motion stays exactly affine at any resolution."""
+    ys = coordinate_axis(max(height, 2), "inclusive", pixels.device)[rows]
+    xs = coordinate_axis(max(width, 2), "inclusive", pixels.device)[:width]
+    where = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)[None]
+    motion = F.grid_sample(grid, where, padding_mode="border", align_corners=True)
+    return F.grid_sample(
+        pixels, motion.permute(0, 2, 3, 1), padding_mode="border", align_corners=True
+    )[0]
+
+
 class PartSwapper:
     """Swap parts of a source image into target images or videos at full resolution.
 
     Args:
         model_or_name: an :class:`MCSModel`, or a checkpoint folder / Hub repo id of one.
         device: torch device (default: CUDA when available).
+        render: ``"generator"`` (the paper) or ``"pixels"`` (the source's own pixels warped by
+            the part motion; see the module docstring).
 
-    Raises ``TypeError`` when the model is not an :class:`MCSModel`.
+    Raises ``TypeError`` when the model is not an :class:`MCSModel`, ``ValueError`` for an
+    unknown ``render``.
     """
 
-    def __init__(self, model_or_name: MCSModel | str | Path, device: Any = None) -> None:
+    def __init__(
+        self, model_or_name: MCSModel | str | Path, device: Any = None, render: str = "generator"
+    ) -> None:
+        if render not in RENDERS:
+            raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
+        self.render = render
         self.model: MCSModel = _prepare(model_or_name, MCSModel, device)
         self.device = next(self.model.parameters()).device
         self.margin = CROP_MARGIN
@@ -178,20 +220,23 @@ class PartSwapper:
             fg[rows] = band.max(0).indices.numpy() != 0  # argmax, faster over dim 0
         return _square_box(fg, image.height, image.width, self.margin)
 
-    def _prepare_source(self, source: ImageInput) -> tuple[Tensor, MCSSegmentation, list[Tensor]]:
-        """Source -> its located crop, segmentation and encoded features of every level
-        (computed once for every target frame)."""
+    def _prepare_source(self, source: ImageInput) -> _Source:
+        """Source -> its located crop, segmentation, encoded features of every level and
+        full-resolution pixels (computed once for every target frame)."""
         image = load_image(source)
         top, left, h, w = self.locate(image)
-        crop = self._to_model(image.crop((left, top, left + w, top + h)))
+        region = image.crop((left, top, left + w, top + h))
+        crop = self._to_model(region)
+        pixels = torch.from_numpy(np.array(region, dtype=np.float32) / 255).permute(2, 0, 1)
         with torch.no_grad():
             features = self.model.generator.encode_levels(crop)
-            return crop, self.model.segmenter.segment(crop), features
+            segmentation = self.model.segmenter.segment(crop)
+        return _Source(crop, segmentation, features, pixels[None].to(self.device))
 
     @torch.no_grad()
     def _swap_frame(
         self,
-        source: tuple[Tensor, MCSSegmentation, list[Tensor]],
+        source: _Source,
         target: Image.Image,
         parts: list[int],
         hard: bool,
@@ -201,29 +246,40 @@ class PartSwapper:
         """One target frame -> (``uint8 [H, W, 3]`` result, ``float32 [H, W]`` paste alpha).
 
         :meth:`MCSModel.part_swap` on the crop ``box`` (default: located in this frame),
-        reusing the source segmentation. The mask is feathered at the model's resolution
-        (Gaussian of ``feather`` times the crop side, and a border taper at the crop's edge).
+        reusing the source segmentation, or the source's pixels warped (``render="pixels"``).
+        The mask is feathered at the model's resolution (Gaussian of ``feather`` times the
+        crop side, and a border taper at the crop's edge).
         """
-        src, seg_source, src_features = source
         top, left, h, w = box if box is not None else self.locate(target)
         tgt = self._to_model(target.crop((left, top, left + w, top + h)))
-        seg_target = self.model.segmenter.segment(tgt)
+        seg_source, seg_target = source.segmentation, self.model.segmenter.segment(tgt)
         mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
-        swapped = self.model.generator.swap(src, tgt, seg_source, seg_target, mask, src_features)
-        mh, mw = swapped.shape[-2:]
+        if self.render == "pixels":
+            grid = self.model.generator.motion(seg_source, seg_target)[0].permute(0, 3, 1, 2)
+            mh, mw = self.model.input_size
+        else:
+            swapped = self.model.generator.swap(
+                source.crop, tgt, seg_source, seg_target, mask, source.features
+            )
+            mh, mw = swapped.shape[-2:]
         sigma = max(0.5, self.feather * max(h, w))  # in crop pixels
         mask = F.interpolate(mask.clamp(0, 1), size=(mh, mw), mode="bilinear")
-        mask = _gaussian_blur(mask, sigma * mh / h, sigma * mw / w)
-        both = torch.cat([swapped[0].clamp(0, 1) * 255, mask[0].clamp(0, 1)]).cpu()  # [4, mh, mw]
+        mask = _gaussian_blur(mask, sigma * mh / h, sigma * mw / w)[0].clamp(0, 1)
+        if self.render == "generator":
+            mask = torch.cat([swapped[0].clamp(0, 1), mask])  # [4, mh, mw]: colour and mask
         result = np.array(target, dtype=np.uint8)
         full_alpha = np.zeros(result.shape[:2], dtype=np.float32)
-        for rows, band in upsample_bands(both, (h, w), antialias=True):
-            alpha = band[3].numpy() * _border_taper(rows, h, w, 2 * sigma)
+        for rows, band in upsample_bands(mask.cpu(), (h, w), antialias=True):
+            if self.render == "pixels":
+                colour = _warp_rows(source.pixels, grid, rows, h, w).cpu()
+            else:
+                colour = band[:3]
+            alpha = band[-1].numpy() * _border_taper(rows, h, w, 2 * sigma)
             alpha[alpha < 1 / 512] = 0.0  # below half a grey level: keep the target exactly
             out_rows = slice(top + rows.start, top + rows.stop)
             region = result[out_rows, left : left + w]
             a = alpha[..., None]
-            mixed = region * (1 - a) + band[:3].permute(1, 2, 0).numpy() * a
+            mixed = region * (1 - a) + (colour * 255).permute(1, 2, 0).numpy() * a
             region[...] = np.where(a > 0, np.clip(np.rint(mixed), 0, 255), region)
             full_alpha[out_rows, left : left + w] = alpha
         return result, full_alpha
@@ -237,17 +293,19 @@ class PartSwapper:
         parts: Sequence[int],
         hard: bool = False,
         use_source_segmentation: bool = False,
-    ) -> Image.Image:
+        return_alpha: bool = False,
+    ) -> Image.Image | tuple[Image.Image, np.ndarray]:
         """Swap ``parts`` (indices 0..K, 0 = background) of ``source`` into ``target``.
 
         Inputs may have any size; the result has the target's full size and equals it outside
-        the feathered swap mask. Raises ``ValueError`` for bad ``parts``.
+        the feathered swap mask (with ``return_alpha``, also returned: ``float32 [H, W]``, the
+        weight of the swapped pixels). Raises ``ValueError`` for bad ``parts``.
         """
         parts = _check_parts(parts, self.num_parts)
         target_image = load_image(target)
         src = self._prepare_source(source)
-        result, _ = self._swap_frame(src, target_image, parts, hard, use_source_segmentation)
-        return Image.fromarray(result)
+        result, alpha = self._swap_frame(src, target_image, parts, hard, use_source_segmentation)
+        return (Image.fromarray(result), alpha) if return_alpha else Image.fromarray(result)
 
     def swap_video(
         self,

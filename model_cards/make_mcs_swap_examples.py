@@ -4,11 +4,12 @@
 (default OUT ``runs/swaps``), from the repository root:
 
 - ``--on videos``: the shared videos at their native sizes (``OUT/{taichi,ted,talking_face}
-  _swap.mp4``), source | target frame | swapped frame per row;
+  _{render}.mp4``), source | target frame | swapped frame of each render per row;
 - ``--on faces``: four pairs of held-out 300-W faces (never used for training), source |
-  target | swapped per row.
+  target | swapped by each render per row.
 
-The swapped parts are the target's two largest parts.
+The swapped parts are the target's two largest parts; the renders are ``generator`` (the
+paper's re-drawing) then ``pixels`` (the source's pixels warped by the part motion).
 """
 
 from __future__ import annotations
@@ -23,17 +24,13 @@ from PIL import Image
 from copart_hub.data import collections
 from copart_hub.data.paths import shared_data_root
 from copart_hub.data.videos import read_video
-from copart_hub.part_swap import PartSwapper
+from copart_hub.evaluation.swaps import largest_parts
+from copart_hub.part_swap import RENDERS, PartSwapper
 from copart_hub.pipelines import PartSegmenter
 from copart_hub.visualize import contact_sheet
 
 
-def largest_parts(seg: PartSegmenter, image: Image.Image, count: int = 2) -> list[int]:
-    """Indices (1..K) of the ``count`` largest parts of ``image``."""
-    return [int(k) + 1 for k in np.argsort(seg(image).areas)[::-1][:count]]
-
-
-def video_tiles(swapper: PartSwapper, seg: PartSegmenter, root: Path, out: Path) -> list:
+def video_tiles(swappers: list[PartSwapper], seg: PartSegmenter, root: Path, out: Path) -> list:
     src_taichi = out / "clip13_frame0.png"
     Image.fromarray(read_video(root / "taichi/videos/clip_13.mp4")[0][0]).save(src_taichi)
     jobs = [
@@ -49,30 +46,31 @@ def video_tiles(swapper: PartSwapper, seg: PartSegmenter, root: Path, out: Path)
     for name, source, target in jobs:
         frames, fps = read_video(target)
         parts = largest_parts(seg, Image.fromarray(frames[0]))
-        t = time.time()
-        path = swapper.swap_video(source, target, parts, out / f"{name}_swap.mp4", progress=False)
-        result, rfps = read_video(path)
-        print(
-            f"{name}: {target.name} {frames.shape[2]}x{frames.shape[1]} {len(frames)} frames "
-            f"{fps:g} fps -> {path} {result.shape[2]}x{result.shape[1]} {len(result)} frames "
-            f"{rfps:g} fps, parts {parts}, {time.time() - t:.1f} s"
-        )
         mid = len(frames) // 2
-        tiles += [Image.open(source).convert("RGB")]
-        tiles += [Image.fromarray(frames[mid]), Image.fromarray(result[mid])]
+        tiles += [Image.open(source).convert("RGB"), Image.fromarray(frames[mid])]
+        for swapper in swappers:
+            t = time.time()
+            path = out / f"{name}_{swapper.render}.mp4"
+            swapper.swap_video(source, target, parts, path, progress=False)
+            result, rfps = read_video(path)
+            print(
+                f"{name} ({swapper.render}): {target.name} {frames.shape[2]}x{frames.shape[1]} "
+                f"{len(frames)} frames {fps:g} fps -> {path} {result.shape[2]}x{result.shape[1]} "
+                f"{len(result)} frames {rfps:g} fps, parts {parts}, {time.time() - t:.1f} s"
+            )
+            tiles.append(Image.fromarray(result[mid]))
     return tiles
 
 
-def face_tiles(swapper: PartSwapper, seg: PartSegmenter, root: Path) -> list:
+def face_tiles(swappers: list[PartSwapper], seg: PartSegmenter, root: Path) -> list:
     val = collections.faces300w("val", root)
     picks = np.linspace(0, len(val.images) - 1, 8).astype(int)
     tiles = []
     for s, t in zip(picks[0::2], picks[1::2], strict=True):
         source, target = val.load_image(int(s)), val.load_image(int(t))
         parts = largest_parts(seg, target)
-        swapped = swapper.swap_image(source, target, parts)
         print(f"faces: {val.images[s].name} -> {val.images[t].name}, parts {parts}")
-        tiles += [source, target, swapped]
+        tiles += [source, target] + [sw.swap_image(source, target, parts) for sw in swappers]
     return tiles
 
 
@@ -86,13 +84,14 @@ def main() -> None:
     if root is None:
         raise SystemExit("../shared/data is not available")
     args.out.mkdir(parents=True, exist_ok=True)
-    swapper = PartSwapper(args.model, device="cpu")
-    seg = PartSegmenter(swapper.model, device="cpu")
+    swappers = [PartSwapper(args.model, device="cpu", render=r) for r in RENDERS]
+    seg = PartSegmenter(swappers[0].model, device="cpu")
     if args.on == "videos":
-        tiles = video_tiles(swapper, seg, root, args.out)
+        tiles = video_tiles(swappers, seg, root, args.out)
     else:
-        tiles = face_tiles(swapper, seg, root)
-    contact_sheet(tiles, cols=3, cell_size=200).save(args.out / "swap_examples.png")
+        tiles = face_tiles(swappers, seg, root)
+    cols = 2 + len(swappers)
+    contact_sheet(tiles, cols=cols, cell_size=200).save(args.out / "swap_examples.png")
     print(f"wrote {args.out / 'swap_examples.png'}")
 
 

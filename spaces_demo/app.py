@@ -47,7 +47,7 @@ from copart_hub.hub.resolve import RELEASED, resolve_checkpoint
 from copart_hub.models.mcs import MCSModel
 from copart_hub.models.part_base import PartModel
 from copart_hub.models.ssn import SSN
-from copart_hub.part_swap import PartSwapper, write_video
+from copart_hub.part_swap import RENDERS, PartSwapper, write_video
 from copart_hub.pipelines import (
     MIN_PIXELS_PER_SUPERPIXEL,
     PartSegmenter,
@@ -124,8 +124,8 @@ def _segmenter(name_or_path: str, refine: str | None, grabcut: bool) -> PartSegm
 
 
 @functools.lru_cache(maxsize=4)
-def _swapper(name_or_path: str) -> PartSwapper:
-    return PartSwapper(_model(name_or_path))
+def _swapper(name_or_path: str, render: str) -> PartSwapper:
+    return PartSwapper(_model(name_or_path), render=render)
 
 
 # -- input checks -----------------------------------------------------------------------------
@@ -395,15 +395,21 @@ def swap(
     parts: Sequence[int],
     mode: str,
     mask_from: str,
+    render: str = "pixels",
 ) -> tuple[str | None, str | None, str]:
-    """-> (result image path or None, result video path or None, downloadable file path)."""
+    """-> (result image path or None, result video path or None, downloadable file path).
+
+    ``render``: ``"pixels"`` (the source's pixels, warped: sharp) or ``"generator"`` (the
+    paper's re-drawing)."""
     source = read_image(source_path, "a source image")
     name = _pick(models.swap, model_label, "part swap")
     if not parts:
         raise _error("Choose at least one part: click it on the target's segmentation.")
     if not target_image and not target_video:
         raise _error("Please upload a target image or video.")
-    swapper = _run(lambda: _swapper(name))
+    if render not in RENDERS:
+        raise _error(f"Render must be one of {', '.join(RENDERS)}.")
+    swapper = _run(lambda: _swapper(name, render))
     hard, from_source = mode == "hard", mask_from == "source"
     out = _out_dir()
     if target_video:
@@ -521,6 +527,13 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                         swap_labels, value=swap_labels[0] if swap_labels else None, label="Model"
                     )
                     sw_mode = gr.Radio(["soft", "hard"], value="soft", label="Mask")
+                    sw_render = gr.Radio(
+                        list(RENDERS),
+                        value="pixels",
+                        label="Render",
+                        info="pixels: the source's own pixels, warped (sharp); "
+                        "generator: re-drawn by the model (the paper; blurred)",
+                    )
                     sw_from = gr.Radio(
                         ["target", "source"], value="target", label="Mask from the segmentation of"
                     )
@@ -572,13 +585,14 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 parts: list[int],
                 mode: str,
                 mask_from: str,
+                render: str,
                 progress: gr.Progress = VIDEO_PROGRESS,  # mirrors the per-frame tqdm bars
             ) -> Any:
-                return swap(models, source, target, video, model, parts, mode, mask_from)
+                return swap(models, source, target, video, model, parts, mode, mask_from, render)
 
             sw_run.click(
                 run_swap,
-                [sw_source, sw_target, sw_video, sw_model, sw_parts, sw_mode, sw_from],
+                [sw_source, sw_target, sw_video, sw_model, sw_parts, sw_mode, sw_from, sw_render],
                 [sw_result, sw_result_video, sw_file],
                 api_name="swap",
                 **MODEL_CALLS,

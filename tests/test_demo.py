@@ -162,6 +162,8 @@ def test_swap_image_and_video(models: app.DemoModels, tmp_path: Path) -> None:
     src, tgt = _png(tmp_path / "s.png", 50, 40, 1), _png(tmp_path / "t.png", 33, 47, 2)
     image, video, download = app.swap(models, src, tgt, None, "tiny mcs", [1], "soft", "target")
     assert video is None and Image.open(image).size == (47, 33) and Path(download).is_file()
+    drawn, _, _ = app.swap(models, src, tgt, None, "tiny mcs", [1], "soft", "target", "generator")
+    assert not np.array_equal(np.asarray(Image.open(drawn)), np.asarray(Image.open(image)))
     frames = np.random.default_rng(3).integers(0, 256, (3, 30, 42, 3), dtype=np.uint8)
     clip = tmp_path / "clip.mp4"
     _write_mp4(list(frames), 12.0, clip)
@@ -178,13 +180,14 @@ def test_swap_image_and_video(models: app.DemoModels, tmp_path: Path) -> None:
         ("no_parts", "at least one part"),
         ("no_target", "target image or video"),
         ("bad_model", "Unknown part swap model"),
+        ("bad_render", "Render must be one of"),
     ],
 )
 def test_swap_bad_input_is_a_friendly_error(
     models: app.DemoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, message: str
 ) -> None:
     src, tgt = _png(tmp_path / "s.png"), _png(tmp_path / "t.png")
-    parts, model = [1], "tiny mcs"
+    parts, model, render = [1], "tiny mcs", "pixels"
     if kind == "text":
         (tmp_path / "notes.png").write_text("not pixels")
         src = str(tmp_path / "notes.png")
@@ -194,10 +197,12 @@ def test_swap_bad_input_is_a_friendly_error(
         parts = []
     elif kind == "no_target":
         tgt = None
+    elif kind == "bad_render":
+        render = "paint"
     else:
         model = "nope"
     with pytest.raises(gr.Error, match=message):
-        app.swap(models, src, tgt, None, model, parts, "soft", "target")
+        app.swap(models, src, tgt, None, model, parts, "soft", "target", render)
 
 
 def test_long_or_corrupt_video_is_a_friendly_error(

@@ -8,10 +8,12 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from copart_hub.cli import main
 from copart_hub.data.videos import read_video
+from copart_hub.evaluation.swaps import swap_sharpness
+from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.part_swap import PartSwapper, _square_box, _write_mp4, part_legend
 
 torch.set_num_threads(1)
@@ -50,6 +52,57 @@ def test_target_unchanged_outside_feathered_mask(swapper: PartSwapper) -> None:
     outside = alpha == 0
     assert outside.any()
     np.testing.assert_array_equal(result[outside], np.asarray(target)[outside])
+
+
+def test_pixel_render_pastes_the_full_resolution_source(
+    tiny_mcs_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``render="pixels"`` under an identity part motion: inside the swap mask the result is
+    the source's own full-resolution pixels blended by the paste alpha (the model sees 32x32,
+    so no re-drawing could keep this noise), and an affine motion stays affine at full size."""
+    swapper = PartSwapper(tiny_mcs_checkpoint, device="cpu", render="pixels")
+    generator = swapper.model.generator
+    size = swapper.model.input_size
+
+    def identity(seg_source, seg_target):
+        grid = coordinate_grid(*seg_target.masks.shape[-2:], "inclusive")[None]
+        return grid, torch.ones_like(seg_target.masks[:, :1])
+
+    monkeypatch.setattr(generator, "motion", identity)
+    monkeypatch.setattr(swapper, "locate", lambda image: (0, 0, image.height, image.width))
+    source, target = _image(97, 130, 2), _image(97, 130, 1)
+    result, alpha = swapper.swap_image(source, target, [1, 2, 3], return_alpha=True)
+    result = np.asarray(result, dtype=np.float64)
+    expected = np.asarray(target) * (1 - alpha[..., None]) + np.asarray(source) * alpha[..., None]
+    assert alpha.max() > 0.5 and max(size) < 97
+    np.testing.assert_allclose(result[alpha > 0], expected[alpha > 0], atol=1.01)
+
+    shift = 2 / (130 - 1) * 3  # three pixels to the right, in inclusive coordinates
+    monkeypatch.setattr(
+        generator, "motion", lambda s, t: (identity(s, t)[0] + torch.tensor([shift, 0.0]), None)
+    )
+    moved = np.asarray(swapper.swap_image(source, target, [1, 2, 3]), dtype=np.float64)
+    shifted = np.asarray(target) * (1 - alpha[..., None])
+    shifted[:, :-3] += np.asarray(source)[:, 3:] * alpha[:, :-3, None]
+    inside = alpha[:, :-3] > 0
+    np.testing.assert_allclose(moved[:, :-3][inside], shifted[:, :-3][inside], atol=1.01)
+
+
+def test_unknown_render_is_rejected(tiny_mcs_checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="render must be one of"):
+        PartSwapper(tiny_mcs_checkpoint, device="cpu", render="paint")
+
+
+def test_swap_sharpness_rewards_detail_under_the_mask() -> None:
+    target = np.asarray(_image(40, 50, 1))
+    alpha = np.zeros((40, 50), np.float32)
+    alpha[10:30, 10:40] = 1.0
+    blurred = np.asarray(Image.fromarray(target).filter(ImageFilter.GaussianBlur(2)))
+    assert swap_sharpness(target, target, alpha) == pytest.approx(1.0)
+    assert swap_sharpness(blurred, target, alpha) < 0.5
+    assert np.isnan(swap_sharpness(target, target, np.zeros_like(alpha)))
+    with pytest.raises(ValueError, match="must share"):
+        swap_sharpness(target[:-1], target, alpha)
 
 
 @pytest.mark.parametrize("parts", [[], [4], [-1], [1, 1], [1.5]])
@@ -129,6 +182,16 @@ def test_cli_image_and_gif(tiny_mcs_checkpoint: Path, tmp_path: Path) -> None:
     gif = _gif(tmp_path / "t.gif", 3)
     assert main(["swap", *common, "--target", str(gif), "--out", str(tmp_path / "o.gif")]) == 0
     assert read_video(tmp_path / "o.gif")[0].shape[0] == 3
+    out = tmp_path / "pixels.png"  # the source's own pixels: a different result
+    assert (
+        main(["swap", *common, "--target", str(tgt), "--out", str(out), "--render", "pixels"]) == 0
+    )
+    assert (
+        np.abs(
+            np.asarray(Image.open(out), float) - np.asarray(Image.open(tmp_path / "o.png"))
+        ).max()
+        > 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -383,3 +383,39 @@ def test_bootstrap_reference_uses_a_trained_models_frozen_features(tmp_path):
 
     with pytest.raises(ModelNotFoundError, match="not a local folder"):
         ScopsModule(student, f"model:{tmp_path / 'missing'}", ema_decay=0.5)
+
+
+def test_copy_paste_puts_the_foreground_onto_a_background_crop(tmp_path):
+    """With ``paste_prob=1`` the object keeps its pixels and everything outside its foreground
+    comes from a background image; ``paste_prob=0`` leaves the sample as it was."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = 255
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 255
+    rows = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(red)], "foreground": [Image.fromarray(mask)]},
+        features=datasets.Features({"image": datasets.Image(), "foreground": datasets.Image()}),
+    )
+    green = np.zeros((50, 70, 3), np.uint8)
+    green[..., 1] = 255
+    backgrounds = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(green)]}, features=datasets.Features({"image": datasets.Image()})
+    )
+    plain = ScopsImages(rows, 40, (1.0, 1.0), seed=0)[(0, 0)]
+    never = ScopsImages(rows, 40, (1.0, 1.0), 0, True, backgrounds, paste_prob=0.0)[(0, 0)]
+    pasted = ScopsImages(rows, 40, (1.0, 1.0), 0, True, backgrounds, paste_prob=1.0)[(0, 0)]
+    assert torch.equal(never["image"], plain["image"])
+    assert torch.equal(pasted["foreground"], plain["foreground"])
+    inside, outside = plain["foreground"][0] > 0.99, plain["foreground"][0] < 0.01
+    assert torch.allclose(pasted["image"][:, inside], plain["image"][:, inside], atol=1e-3)
+    assert (pasted["image"][1, outside] > 0.99).all() and (pasted["image"][0, outside] < 0.01).all()
+    with pytest.raises(ValueError, match="needs a foreground"):
+        ScopsTask({"paste_backgrounds": "bsds500", "saliency": "none"}, seed=0)
+    with pytest.raises(ValueError, match="paste_backgrounds"):
+        ScopsTask({"paste_backgrounds": str(tmp_path / "missing")}, seed=0)
+    with pytest.raises(ValueError, match="paste_prob"):
+        ScopsTask({"paste_backgrounds": "bsds500", "paste_prob": 1.5}, seed=0)

@@ -56,7 +56,12 @@ def _file(root: str | Path | None, kind: str, split: str, image_id: str, suffix:
 
 def list_ids(root: str | Path | None, split: str) -> list[str]:
     """Sorted image ids (file stems) of a split, e.g. ``["100007", "100039", ...]``."""
-    return sorted(p.stem for p in _split_dir(root, "images", split).glob("*.jpg"))
+    return [p.stem for p in image_paths(root, split)]
+
+
+def image_paths(root: str | Path | None, split: str) -> list[Path]:
+    """The image files of a split, sorted by id."""
+    return sorted(_split_dir(root, "images", split).glob("*.jpg"))
 
 
 def load_image(root: str | Path | None, split: str, image_id: str) -> np.ndarray:

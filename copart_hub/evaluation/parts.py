@@ -10,8 +10,10 @@ Protocols (SPEC B1, B2b, B3), on the fixed held-out splits of :mod:`copart_hub.d
 - ``taichi`` (SPEC B4 on MediaPipe pseudo ground truth, every 10th frame; val = clips 12-13):
   foreground IoU against the person masks, and keypoint regression from part centres (one
   affine regressor per coordinate of the 33 keypoints, fitted on the training clips, sum of
-  the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped); for motion
-  models also the re-drawing of held-out frames (:mod:`.reconstruction`).
+  the per-coordinate MAEs in pixels at 256x256; undetected keypoints skipped).
+Motion models on faces and Tai-Chi also get the re-drawing of held-out frames
+(:mod:`.reconstruction`) and the sharpness of swaps between held-out images, for each render
+(:mod:`.swaps`).
 Baselines: the mean training shape (faces) or pose (Tai-Chi), the mean training mask
 thresholded at 0.5 (horses, Tai-Chi), boundary saliency alone and refined by GrabCut (horses,
 Tai-Chi), an untrained model of the same architecture, DFF (NMF of the model's own backbone
@@ -47,6 +49,10 @@ from ..metrics.parts import (
 )
 from ..saliency import boundary_connectivity_saliency, grabcut_foreground
 from .reconstruction import reconstruction_scores, still_pairs
+from .swaps import swap_scores
+
+#: held-out (source, target) pairs whose swaps are scored for motion models
+SWAP_PAIRS = 16
 
 DATASETS = {
     "faces300w": collections.faces300w,
@@ -70,7 +76,8 @@ PROTOCOLS = {
         "the 33 pose keypoints x 2 coordinates of the test MAE (pixels at 256x256) of affine "
         "regressors from part centres fitted on the training clips; for motion models, "
         "reconstruction of frames 30 apart (every 10th frame): L1, SSIM, sharpness (gradient "
-        "energy against the real frames) and the copy-the-source baseline"
+        "energy against the real frames) and the copy-the-source baseline, and the sharpness "
+        "of part swaps between the two clips (detail under the swap mask against the target's)"
     ),
 }
 
@@ -181,13 +188,25 @@ def evaluate(
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out faces
             clips = _still_val_pairs(dataset, root, tuple(model.input_size))
             scores.update(reconstruction_scores(model, clips, gap=1, every=1))
+            scores.update(swap_scores(model, swap_pairs(test)))
         return scores
     scores = evaluate_foreground(model, test, refine)
     if dataset == "taichi":
         scores.update(evaluate_keypoints(model, fit, test))
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out frames
             scores.update(reconstruction_scores(model, _taichi_val_clips(root)))
+            scores.update(swap_scores(model, swap_pairs(test)))
     return scores
+
+
+def swap_pairs(test: Any, count: int = SWAP_PAIRS) -> list[tuple[Image.Image, Image.Image]]:
+    """``count`` held-out (source, target) pairs: image ``i`` of the first half of ``test``
+    with image ``i + n // 2`` (other faces; for Tai-Chi, the other clip), evenly spaced."""
+    half = len(test.images) // 2
+    if half == 0:
+        raise ValueError("swap pairs need at least two held-out images")
+    pick = np.unique(np.linspace(0, half - 1, min(count, half)).astype(int))
+    return [(test.load_image(int(i)), test.load_image(int(i) + half)) for i in pick]
 
 
 @functools.lru_cache(maxsize=2)

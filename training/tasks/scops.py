@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, sobel, spatial_gradient
+from PIL import Image
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from copart_hub import create_model
-from copart_hub.data import collections
+from copart_hub.data import bsds500, collections
 from copart_hub.data.provenance import card_facts
 from copart_hub.losses.scops import (
     PartBasis,
@@ -67,7 +68,10 @@ class ScopsImages(Dataset):
     """Images and foreground maps at ``size``, randomly zoomed, shifted and mirrored.
 
     The zoom ``s ~ U(scale_range)`` (< 1 zooms out) and a shift that keeps the image centre
-    inside the frame let objects appear anywhere, not only centred.
+    inside the frame let objects appear anywhere, not only centred. With ``backgrounds``, a
+    sample is, with probability ``paste_prob``, its foreground pasted (the map as alpha) onto
+    a random crop of a random background image: the object in scenes it was not photographed
+    in ("copy-paste" augmentation), so the foreground cannot be learnt from the scene.
     """
 
     def __init__(
@@ -77,9 +81,12 @@ class ScopsImages(Dataset):
         scale_range: tuple[float, float],
         seed: int,
         augment: bool = True,
+        backgrounds: datasets.Dataset | None = None,
+        paste_prob: float = 0.0,
     ) -> None:
         self.rows, self.size, self.scale_range = rows, size, scale_range
         self.seed, self.augment = seed, augment
+        self.backgrounds, self.paste_prob = backgrounds, paste_prob
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -87,8 +94,8 @@ class ScopsImages(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         index, epoch = key
         row = self.rows[index]
-        img = torch.from_numpy(np.array(row["image"].convert("RGB"))).permute(2, 0, 1).float() / 255
-        fg = torch.from_numpy(np.array(row["foreground"].convert("L"))).float()[None] / 255
+        img = _tensor(row["image"].convert("RGB"))
+        fg = _tensor(row["foreground"].convert("L"))
         img = F.interpolate(img[None], (self.size, self.size), mode="bilinear", antialias=True)
         fg = F.interpolate(fg[None], (self.size, self.size), mode="bilinear", antialias=True)
         if self.augment:
@@ -101,7 +108,29 @@ class ScopsImages(Dataset):
             grid = F.affine_grid(theta, list(img.shape), align_corners=False)
             img = F.grid_sample(img, grid, padding_mode="border", align_corners=False)
             fg = F.grid_sample(fg, grid, padding_mode="zeros", align_corners=False)
+            if self.backgrounds is not None and rng.random() < self.paste_prob:
+                alpha = fg.clamp(0, 1)
+                img = alpha * img + (1 - alpha) * self._background(rng)
         return {"image": img[0].clamp(0, 1), "foreground": fg[0].clamp(0, 1)}
+
+    def _background(self, rng: np.random.Generator) -> Tensor:
+        """``[1, 3, size, size]``: a random square crop (half to all of the shorter side) of a
+        random background image, randomly mirrored."""
+        row = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        bg = _tensor(row["image"].convert("RGB"))
+        h, w = bg.shape[-2:]
+        side = max(1, round(min(h, w) * rng.uniform(0.5, 1.0)))
+        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+        bg = bg[:, top : top + side, left : left + side]
+        if rng.random() < 0.5:
+            bg = bg.flip(-1)
+        return F.interpolate(bg[None], (self.size, self.size), mode="bilinear", antialias=True)
+
+
+def _tensor(image: Image.Image) -> Tensor:
+    """PIL image -> ``float [C, H, W]`` in [0, 1]."""
+    array = np.array(image, dtype=np.float32) / 255
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
 
 
 def colour_texture_features(image: Tensor) -> Tensor:
@@ -327,6 +356,10 @@ class ScopsTask(Task):
         "size": 128,
         "scale_range": [0.6, 1.1],
         "saliency": "grabcut",
+        # copy-paste: the foreground onto crops of these images ("bsds500": its train split,
+        # else a folder of images, recursive) with probability paste_prob; None = never
+        "paste_backgrounds": None,
+        "paste_prob": 0.5,
         "reference": "colour",
         "reference_norm": "unit_energy",  # or "none" (raw feature scale, as the official code)
         # "relu" (official: free row norms) or "unit_rows" (one shared norm: PartBasis)
@@ -354,13 +387,18 @@ class ScopsTask(Task):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
         self.check_args("positive_int", "size", "val_fit_images", "loss_size")
         self.check_args("positive", "lr", "basis_lr")
-        self.check_args("fraction", "ema_decay")
+        self.check_args("fraction", "ema_decay", "paste_prob")
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
         self.check_choice("basis", BASIS_KINDS)
         self.check_choice("lr_schedule", LR_SCHEDULES)
         if not self.args["data_dir"]:
             self.check_choice("collection", COLLECTIONS)
+        paste = self.args["paste_backgrounds"]
+        if paste and self.args["saliency"] == "none":
+            raise ValueError("paste_backgrounds needs a foreground to paste: saliency is 'none'")
+        if paste and paste != "bsds500":
+            self.check_args("folder", "paste_backgrounds")
         self.check_keys("weights", ScopsLossWeights.__dataclass_fields__)
         self.weights = ScopsLossWeights(**self.args["weights"])
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
@@ -388,7 +426,14 @@ class ScopsTask(Task):
     def train_dataset(self) -> Dataset:
         a = self.args
         rows = add_foreground(self._train_rows(), a["saliency"], a["mask_dir"])
-        return ScopsImages(rows, a["size"], tuple(a["scale_range"]), self.seed)
+        backgrounds = None
+        if a["paste_backgrounds"] == "bsds500":
+            root = Path(a["data_root"]) / "bsds500" if a["data_root"] else None
+            backgrounds = image_rows(paths=bsds500.image_paths(root, "train"))
+        elif a["paste_backgrounds"]:
+            backgrounds = image_rows(data_dir=a["paste_backgrounds"])
+        scale = tuple(a["scale_range"])
+        return ScopsImages(rows, a["size"], scale, self.seed, True, backgrounds, a["paste_prob"])
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
         """Adam for the network (from scratch; the official SGD 1e-5/1e-4 fine-tunes an ImageNet
