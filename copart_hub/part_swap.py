@@ -16,6 +16,12 @@ generator would warp its features with, upsampled to the target crop) and pastes
 same mask: as sharp as the source photo, with the source's own lighting, and without the
 generator's in-painting where the source part was hidden.
 
+Any part segmenter swaps with ``render="pixels"`` (e.g. a SCOPS model, whose parts are finer
+than an MCS model's): its soft masks make the swap mask, its part centres are the anchors
+``p_k`` of the part motion ``T(z) = sum_k M_T^k(z) (L (z - p_T^k) + p_S^k)``, and the linear
+map ``L``, shared by the parts, is fitted per (source, target) pair by weighted least squares
+on the centres (:func:`centre_alignment`). An MCS segmenter alone keeps its learned motion.
+
 >>> swapper = PartSwapper("path/to/mcs_checkpoint")            # doctest: +SKIP
 >>> swapper.swap_image("source.jpg", "target.jpg", [1, 3])     # doctest: +SKIP
 >>> swapper.swap_video("source.jpg", "target.mp4", [2], "out.mp4")  # doctest: +SKIP
@@ -40,8 +46,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.videos import read_video
-from .models.mcs import MCSModel, MCSSegmentation
-from .ops.coordinates import coordinate_axis
+from .hub import CopartModel
+from .models.mcs import (
+    MCSModel,
+    MCSSegmentation,
+    MCSSegmenter,
+    blend_mask,
+    part_motion_grid,
+)
+from .models.part_base import PartModel
+from .ops.coordinates import coordinate_axis, coordinate_grid, part_centres
 from .pipelines import _prepare
 from .processing import ImageInput, image_to_tensor, load_image, upsample_bands
 from .visualize import render_legend
@@ -176,26 +190,91 @@ def _warp_rows(pixels: Tensor, grid: Tensor, rows: slice, height: int, width: in
     )[0]
 
 
+class CentreParts:
+    """A part segmenter seen as an MCS segmentation for part swap: its soft masks, its part
+    centres (inclusive grid) as the anchors, identity affines (:func:`centre_alignment` fits
+    the motion per pair)."""
+
+    def __init__(self, model: PartModel) -> None:
+        self.model = model
+        self.num_parts = model.num_parts
+
+    def segment(self, images: Tensor) -> MCSSegmentation:
+        """RGB ``[B, 3, H, W]`` in [0, 1] -> masks, centres and identity affines."""
+        mean = images.new_tensor(self.model.image_mean).view(1, 3, 1, 1)
+        std = images.new_tensor(self.model.image_std).view(1, 3, 1, 1)
+        dtype = next(self.model.parameters()).dtype
+        masks = self.model((images - mean) / std).float().softmax(1)
+        b, k = masks.shape[0], masks.shape[1] - 1
+        shift = part_centres(masks[:, 1:], convention="inclusive")
+        affine = torch.eye(2, device=masks.device).expand(b, k, 2, 2)
+        return MCSSegmentation(masks=masks.to(dtype), shift=shift, affine=affine)
+
+
+def centre_alignment(
+    seg_source: MCSSegmentation, seg_target: MCSSegmentation, ridge: float = 0.01
+) -> MCSSegmentation:
+    """``seg_source`` with every part's affine set to one linear map ``L`` ``[2, 2]`` that takes
+    the target's centred part centres to the source's (weighted least squares, weights
+    ``min`` of the two part areas, ``ridge`` times the mean variance added towards ``L = 0``
+    for stability); with identity target affines, :func:`part_motion_grid` then maps each
+    target part onto the same source part: ``L (z - p_T^k) + p_S^k``."""
+    area_s, area_t = (seg.masks[:, 1:].float().mean((2, 3)) for seg in (seg_source, seg_target))
+    weight = torch.minimum(area_s, area_t)
+    weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-12)  # [B, K]
+    d_t, d_s = (
+        shift.float() - (weight[..., None] * shift.float()).sum(1, keepdim=True)
+        for shift in (seg_target.shift, seg_source.shift)
+    )
+    c_tt = torch.einsum("bk,bki,bkj->bij", weight, d_t, d_t)
+    c_st = torch.einsum("bk,bki,bkj->bij", weight, d_s, d_t)
+    reg = ridge * c_tt.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-8)
+    eye = torch.eye(2, device=c_tt.device, dtype=c_tt.dtype)
+    linear = c_st @ torch.linalg.inv(c_tt + reg[:, None, None] * eye)  # [B, 2, 2]
+    affine = linear[:, None].expand_as(seg_source.affine).to(seg_source.affine.dtype)
+    return MCSSegmentation(seg_source.masks, seg_source.shift, affine)
+
+
 class PartSwapper:
     """Swap parts of a source image into target images or videos at full resolution.
 
     Args:
-        model_or_name: an :class:`MCSModel`, or a checkpoint folder / Hub repo id of one.
+        model_or_name: an :class:`MCSModel`, or any part segmenter (e.g. SCOPS, or an MCS
+            segmenter alone; ``render="pixels"`` only), or a checkpoint folder / Hub repo id.
         device: torch device (default: CUDA when available).
         render: ``"generator"`` (the paper) or ``"pixels"`` (the source's own pixels warped by
-            the part motion; see the module docstring).
+            the part motion; see the module docstring); default: ``"generator"`` for an
+            :class:`MCSModel`, else ``"pixels"``.
 
-    Raises ``TypeError`` when the model is not an :class:`MCSModel`, ``ValueError`` for an
-    unknown ``render``.
+    Raises ``TypeError`` when the model is not a part model, ``ValueError`` for an unknown
+    ``render`` or ``"generator"`` without a generator.
     """
 
     def __init__(
-        self, model_or_name: MCSModel | str | Path, device: Any = None, render: str = "generator"
+        self,
+        model_or_name: CopartModel | str | Path,
+        device: Any = None,
+        render: str | None = None,
     ) -> None:
+        model = _prepare(model_or_name, CopartModel, device)
+        if isinstance(model, MCSModel):
+            self.parts, self.generator = model.segmenter, model.generator
+        elif isinstance(model, PartModel):
+            self.parts = model if isinstance(model, MCSSegmenter) else CentreParts(model)
+            self.generator = None
+        else:
+            raise TypeError(
+                f"{model_or_name!s} is a {type(model).__name__}, not an MCSModel or a part model"
+            )
+        render = render or ("generator" if self.generator is not None else "pixels")
         if render not in RENDERS:
             raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
-        self.render = render
-        self.model: MCSModel = _prepare(model_or_name, MCSModel, device)
+        if render == "generator" and self.generator is None:
+            raise ValueError(
+                f"render='generator' needs an MCS model with its generator; "
+                f"{type(model).__name__} swaps with render='pixels'"
+            )
+        self.model, self.render = model, render
         self.device = next(self.model.parameters()).device
         self.margin = CROP_MARGIN
         self.feather = FEATHER
@@ -206,6 +285,15 @@ class PartSwapper:
 
     # -- building blocks ---------------------------------------------------------------------
 
+    def _motion_source(
+        self, seg_source: MCSSegmentation, seg_target: MCSSegmentation
+    ) -> MCSSegmentation:
+        """The source segmentation whose motion to the target the swap follows: as segmented
+        (an MCS segmenter's learned affines), or aligned on the part centres."""
+        if isinstance(self.parts, CentreParts):
+            return centre_alignment(seg_source, seg_target)
+        return seg_source
+
     def _to_model(self, image: Image.Image) -> Tensor:
         """PIL image -> ``[1, 3, h, w]`` at the model's input size on the model's device."""
         return image_to_tensor(image, self.model.input_size)[None].to(self.device)
@@ -214,24 +302,55 @@ class PartSwapper:
     def locate(self, image: Image.Image) -> Box:
         """Square crop ``(top, left, height, width)`` around the object's foreground (argmax of
         the masks upsampled bilinearly to the image, a band of rows at a time)."""
-        masks = self.model.segmenter.segment(self._to_model(image)).masks[0].cpu()
+        masks = self.parts.segment(self._to_model(image)).masks[0].float().cpu()
         fg = np.empty((image.height, image.width), dtype=bool)
         for rows, band in upsample_bands(masks, (image.height, image.width)):
             fg[rows] = band.max(0).indices.numpy() != 0  # argmax, faster over dim 0
         return _square_box(fg, image.height, image.width, self.margin)
 
+    def _crop(self, image: Image.Image) -> tuple[Box, Image.Image, Tensor]:
+        """The located crop: its box, its pixels and its ``[1, 3, h, w]`` model input."""
+        top, left, h, w = box = self.locate(image)
+        region = image.crop((left, top, left + w, top + h))
+        return box, region, self._to_model(region)
+
     def _prepare_source(self, source: ImageInput) -> _Source:
         """Source -> its located crop, segmentation, encoded features of every level and
         full-resolution pixels (computed once for every target frame)."""
-        image = load_image(source)
-        top, left, h, w = self.locate(image)
-        region = image.crop((left, top, left + w, top + h))
-        crop = self._to_model(region)
+        _, region, crop = self._crop(load_image(source))
         pixels = torch.from_numpy(np.array(region, dtype=np.float32) / 255).permute(2, 0, 1)
         with torch.no_grad():
-            features = self.model.generator.encode_levels(crop)
-            segmentation = self.model.segmenter.segment(crop)
+            features = self.generator.encode_levels(crop) if self.render == "generator" else []
+            segmentation = self.parts.segment(crop)
         return _Source(crop, segmentation, features, pixels[None].to(self.device))
+
+    @torch.no_grad()
+    def transfer_points(
+        self, source: ImageInput, target: ImageInput, points: np.ndarray, motion: bool = True
+    ) -> np.ndarray:
+        """Where a swap takes target pixels from: ``points`` ``[N, 2]`` ``(x, y)`` in target
+        pixels -> ``[N, 2]`` in source pixels, under the part motion between the two located
+        crops (the motion both renders follow; ``motion=False``: none, crop onto crop, the
+        baseline a motion must beat). A swap lands on the same part when a target landmark
+        maps onto the source's same landmark."""
+        (s_top, s_left, s_h, s_w), _, s_crop = self._crop(load_image(source))
+        (t_top, t_left, t_h, t_w), _, t_crop = self._crop(load_image(target))
+        seg_target = self.parts.segment(t_crop)
+        seg_source = self._motion_source(self.parts.segment(s_crop), seg_target)
+        if motion:
+            grid = part_motion_grid(seg_target, seg_source).float().permute(0, 3, 1, 2)
+        else:
+            grid = coordinate_grid(2, 2, "inclusive", self.device).permute(2, 0, 1)[None]
+        xy = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"points must be [N, 2] (x, y), got shape {tuple(xy.shape)}")
+        scale = xy.new_tensor([max(t_w - 1, 1), max(t_h - 1, 1)])
+        where = 2 * (xy - xy.new_tensor([t_left, t_top])) / scale - 1
+        where = where.view(1, 1, -1, 2)
+        moved = F.grid_sample(grid, where, padding_mode="border", align_corners=True)[0, :, 0].T
+        # [N, 2] in the source crop's inclusive coordinates
+        out = (moved + 1) / 2 * xy.new_tensor([max(s_w - 1, 1), max(s_h - 1, 1)])
+        return (out + xy.new_tensor([s_left, s_top])).cpu().numpy()
 
     @torch.no_grad()
     def _swap_frame(
@@ -252,13 +371,14 @@ class PartSwapper:
         """
         top, left, h, w = box if box is not None else self.locate(target)
         tgt = self._to_model(target.crop((left, top, left + w, top + h)))
-        seg_source, seg_target = source.segmentation, self.model.segmenter.segment(tgt)
-        mask = self.model.blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
+        seg_target = self.parts.segment(tgt)
+        seg_source = self._motion_source(source.segmentation, seg_target)
+        mask = blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
         if self.render == "pixels":
-            grid = self.model.generator.motion(seg_source, seg_target)[0].permute(0, 3, 1, 2)
+            grid = part_motion_grid(seg_target, seg_source).float().permute(0, 3, 1, 2)
             mh, mw = self.model.input_size
         else:
-            swapped = self.model.generator.swap(
+            swapped = self.generator.swap(
                 source.crop, tgt, seg_source, seg_target, mask, source.features
             )
             mh, mw = swapped.shape[-2:]

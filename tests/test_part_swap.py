@@ -12,9 +12,16 @@ from PIL import Image, ImageFilter
 
 from copart_hub.cli import main
 from copart_hub.data.videos import read_video
-from copart_hub.evaluation.swaps import swap_sharpness
+from copart_hub.evaluation.swaps import swap_sharpness, transfer_error
+from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
-from copart_hub.part_swap import PartSwapper, _square_box, _write_mp4, part_legend
+from copart_hub.part_swap import (
+    PartSwapper,
+    _square_box,
+    _write_mp4,
+    centre_alignment,
+    part_legend,
+)
 
 torch.set_num_threads(1)
 
@@ -61,31 +68,43 @@ def test_pixel_render_pastes_the_full_resolution_source(
     the source's own full-resolution pixels blended by the paste alpha (the model sees 32x32,
     so no re-drawing could keep this noise), and an affine motion stays affine at full size."""
     swapper = PartSwapper(tiny_mcs_checkpoint, device="cpu", render="pixels")
-    generator = swapper.model.generator
     size = swapper.model.input_size
 
-    def identity(seg_source, seg_target):
-        grid = coordinate_grid(*seg_target.masks.shape[-2:], "inclusive")[None]
-        return grid, torch.ones_like(seg_target.masks[:, :1])
+    def identity(seg_target, seg_source):
+        return coordinate_grid(*seg_target.masks.shape[-2:], "inclusive")[None]
 
-    monkeypatch.setattr(generator, "motion", identity)
-    monkeypatch.setattr(swapper, "locate", lambda image: (0, 0, image.height, image.width))
+    monkeypatch.setattr("copart_hub.part_swap.part_motion_grid", identity)
+    monkeypatch.setattr(PartSwapper, "locate", lambda self, im: (0, 0, im.height, im.width))
     source, target = _image(97, 130, 2), _image(97, 130, 1)
     result, alpha = swapper.swap_image(source, target, [1, 2, 3], return_alpha=True)
     result = np.asarray(result, dtype=np.float64)
     expected = np.asarray(target) * (1 - alpha[..., None]) + np.asarray(source) * alpha[..., None]
     assert alpha.max() > 0.5 and max(size) < 97
     np.testing.assert_allclose(result[alpha > 0], expected[alpha > 0], atol=1.01)
+    points = np.array([[0.0, 0.0], [40.5, 60.0], [129.0, 96.0]])
+    np.testing.assert_allclose(swapper.transfer_points(source, target, points), points, atol=1e-4)
 
     shift = 2 / (130 - 1) * 3  # three pixels to the right, in inclusive coordinates
     monkeypatch.setattr(
-        generator, "motion", lambda s, t: (identity(s, t)[0] + torch.tensor([shift, 0.0]), None)
+        "copart_hub.part_swap.part_motion_grid",
+        lambda t, s: identity(t, s) + torch.tensor([shift, 0.0]),
     )
     moved = np.asarray(swapper.swap_image(source, target, [1, 2, 3]), dtype=np.float64)
     shifted = np.asarray(target) * (1 - alpha[..., None])
     shifted[:, :-3] += np.asarray(source)[:, 3:] * alpha[:, :-3, None]
     inside = alpha[:, :-3] > 0
     np.testing.assert_allclose(moved[:, :-3][inside], shifted[:, :-3][inside], atol=1.01)
+    taken = swapper.transfer_points(source, target, points[:2])
+    np.testing.assert_allclose(taken, points[:2] + np.array([3.0, 0.0]), atol=1e-4)
+    still = swapper.transfer_points(source, target, points[:2], motion=False)
+    np.testing.assert_allclose(still, points[:2], atol=1e-4)
+    landmarks = [(points[:2] + np.array([3.0, 0.0]), points[:2])]  # (source's, target's)
+    pairs = [(source, target)]
+    assert transfer_error(swapper.model, pairs, landmarks) == pytest.approx(0.0, abs=1e-3)
+    halved = transfer_error(swapper.model, pairs, landmarks, [2.0], motion=False)
+    assert halved == pytest.approx(1.5)  # 3 px off without the motion, divided by the scale
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        swapper.transfer_points(source, target, np.zeros(4))
 
 
 def test_unknown_render_is_rejected(tiny_mcs_checkpoint: Path) -> None:
@@ -155,9 +174,17 @@ def test_corrupt_video_and_overwrite_are_refused(swapper: PartSwapper, tmp_path:
     assert gif.read_bytes() == before
 
 
-def test_non_mcs_model_is_a_type_error(swapper: PartSwapper) -> None:
-    with pytest.raises(TypeError, match="MCSModel"):
-        PartSwapper(swapper.model.segmenter_only(), device="cpu")
+def test_part_segmenters_swap_pixels_only_and_other_models_are_refused(
+    swapper: PartSwapper,
+) -> None:
+    from copart_hub import create_model
+
+    alone = PartSwapper(swapper.model.segmenter_only(), device="cpu")
+    assert alone.render == "pixels" and alone.parts is swapper.model.segmenter
+    with pytest.raises(ValueError, match="needs an MCS model"):
+        PartSwapper(swapper.model.segmenter_only(), device="cpu", render="generator")
+    with pytest.raises(TypeError, match="not an MCSModel or a part model"):
+        PartSwapper(create_model("ssn_pix"), device="cpu")
 
 
 def test_legend_lists_background_and_parts(swapper: PartSwapper) -> None:
@@ -281,3 +308,40 @@ def test_video_swap_encodes_the_source_once(swapper: PartSwapper, monkeypatch) -
     out = swapper.swap_frames(_image(50, 50, 9), frames, 10.0, [1], progress=False)
     assert len(out) == 3 and out[0].shape == (30, 40, 3)
     assert len(calls) == 1 + 3  # the source once, then one encode per target frame
+
+
+def test_centre_alignment_maps_each_target_part_onto_the_same_source_part() -> None:
+    """Source centres an exact affine image of the target's: the fitted ``L`` is its linear
+    part (up to the small ridge), and the motion takes every target centre to its source
+    centre."""
+    rng = np.random.default_rng(0)
+    k, size = 5, 33
+    p_t = torch.tensor(rng.uniform(-0.6, 0.6, (1, k, 2)), dtype=torch.float32)
+    linear = torch.tensor([[0.9, 0.2], [-0.1, 1.1]])
+    p_s = p_t @ linear.T + torch.tensor([0.1, -0.05])
+    grid = coordinate_grid(size, size, "inclusive")
+    labels = ((grid[None] - p_t[0, :, None, None]).norm(dim=-1)).argmin(0) + 1  # Voronoi parts
+    masks = torch.nn.functional.one_hot(labels, k + 1).permute(2, 0, 1)[None].float()
+    eye = torch.eye(2).expand(1, k, 2, 2)
+    seg_t = MCSSegmentation(masks, p_t, eye)
+    seg_s = centre_alignment(MCSSegmentation(masks, p_s, eye), seg_t, ridge=1e-6)
+    torch.testing.assert_close(seg_s.affine[0, 0], linear, atol=1e-3, rtol=0)
+    motion = part_motion_grid(seg_t, seg_s)[0]  # [h, w, 2]
+    pix = ((p_t[0] + 1) / 2 * (size - 1)).round().long()  # nearest grid points to the centres
+    z = grid[pix[:, 1], pix[:, 0]]
+    expected = (z - p_t[0]) @ linear.T + p_s[0]
+    torch.testing.assert_close(motion[pix[:, 1], pix[:, 0]], expected, atol=1e-3, rtol=0)
+
+
+def test_a_scops_model_swaps_with_its_own_parts() -> None:
+    from copart_hub import create_model
+
+    scops = create_model("scops_fpn_regnetx_002", num_parts=4, input_size=(64, 64))
+    swapper = PartSwapper(scops, device="cpu")
+    assert swapper.render == "pixels" and swapper.num_parts == 4
+    target = _image(70, 90, 1)
+    result, alpha = swapper.swap_image(_image(50, 60, 2), target, [1, 2], return_alpha=True)
+    assert result.size == target.size and alpha.max() > 0
+    np.testing.assert_array_equal(np.asarray(result)[alpha == 0], np.asarray(target)[alpha == 0])
+    with pytest.raises(ValueError, match="needs an MCS model"):
+        PartSwapper(scops, device="cpu", render="generator")

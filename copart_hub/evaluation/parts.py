@@ -49,7 +49,7 @@ from ..metrics.parts import (
 )
 from ..saliency import boundary_connectivity_saliency, grabcut_foreground
 from .reconstruction import reconstruction_scores, still_pairs
-from .swaps import swap_scores
+from .swaps import swap_scores, transfer_error
 
 #: held-out (source, target) pairs whose swaps are scored for motion models
 SWAP_PAIRS = 16
@@ -188,25 +188,49 @@ def evaluate(
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out faces
             clips = _still_val_pairs(dataset, root, tuple(model.input_size))
             scores.update(reconstruction_scores(model, clips, gap=1, every=1))
-            scores.update(swap_scores(model, swap_pairs(test)))
+            scores.update(swap_evaluation(model, test))
         return scores
     scores = evaluate_foreground(model, test, refine)
     if dataset == "taichi":
         scores.update(evaluate_keypoints(model, fit, test))
         if hasattr(model, "generator"):  # a motion model: how it re-draws held-out frames
             scores.update(reconstruction_scores(model, _taichi_val_clips(root)))
-            scores.update(swap_scores(model, swap_pairs(test)))
+            scores.update(swap_evaluation(model, test))
     return scores
 
 
-def swap_pairs(test: Any, count: int = SWAP_PAIRS) -> list[tuple[Image.Image, Image.Image]]:
-    """``count`` held-out (source, target) pairs: image ``i`` of the first half of ``test``
-    with image ``i + n // 2`` (other faces; for Tai-Chi, the other clip), evenly spaced."""
-    half = len(test.images) // 2
+def swap_pairs(n: int, count: int = SWAP_PAIRS) -> list[tuple[int, int]]:
+    """``count`` held-out (source, target) index pairs among ``n`` images: image ``i`` of the
+    first half with image ``i + n // 2`` (other faces; for Tai-Chi, the other clip), evenly
+    spaced."""
+    half = n // 2
     if half == 0:
         raise ValueError("swap pairs need at least two held-out images")
     pick = np.unique(np.linspace(0, half - 1, min(count, half)).astype(int))
-    return [(test.load_image(int(i)), test.load_image(int(i) + half)) for i in pick]
+    return [(int(i), int(i) + half) for i in pick]
+
+
+def swap_evaluation(model: torch.nn.Module, test: Any) -> dict[str, float]:
+    """Part swaps between held-out images (:mod:`.swaps`): their sharpness for each render,
+    and where they land: ``swap_landmark_error_iod_pct`` (faces: the 68 landmarks, % of the
+    source's inter-ocular distance) or ``swap_keypoint_error_px`` (Tai-Chi: the detected
+    keypoints, pixels at 256x256), and the same for the crops mapped onto each other without
+    motion (``..._no_motion``), the baseline a part motion must beat."""
+    index = swap_pairs(len(test.images))
+    images = {i: test.load_image(i) for pair in index for i in pair}
+    pairs = [(images[s], images[t]) for s, t in index]
+    scores = swap_scores(model, pairs)
+    if test.landmarks is not None:
+        points = [(test.landmarks[s], test.landmarks[t]) for s, t in index]
+        eyes = five_landmarks(test.landmarks[[s for s, _ in index]])[:, :2]
+        iod = np.linalg.norm(eyes[:, 0] - eyes[:, 1], axis=1)
+        key, scale = "swap_landmark_error_iod_pct", iod / 100
+    else:
+        points = [(test.keypoints[s], test.keypoints[t]) for s, t in index]
+        key, scale = "swap_keypoint_error_px", None
+    scores[key] = transfer_error(model, pairs, points, scale)
+    scores[key + "_no_motion"] = transfer_error(model, pairs, points, scale, motion=False)
+    return scores
 
 
 @functools.lru_cache(maxsize=2)

@@ -5,7 +5,10 @@ into the target under a feathered mask. :func:`swap_sharpness` compares the deta
 result inside that mask with the detail of the target photo in the same place: 1 means as
 sharp as the photo it is pasted into, a blurred paste is below 1. :func:`swap_scores` runs it
 over held-out (source, target) pairs, swapping the target's two largest parts (as the model
-cards' examples do), for each render.
+cards' examples do), for each render. :func:`transfer_error` asks whether a swap lands on the
+same part: each target landmark (faces) or keypoint (Tai-Chi) is mapped by the swap's part
+motion (:meth:`PartSwapper.transfer_points`) into the source, where it should meet the
+source's own same landmark.
 """
 
 from __future__ import annotations
@@ -56,13 +59,14 @@ def largest_parts(segmenter: PartSegmenter, image: Image.Image, count: int = 2) 
 def swap_scores(
     model: torch.nn.Module, pairs: Sequence[tuple[Image.Image, Image.Image]]
 ) -> dict[str, float]:
-    """``swap_sharpness_<render>`` for each render: the ratio of summed detail over all
-    ``pairs`` (source, target), each swapping the target's two largest parts."""
+    """``swap_sharpness_<render>`` for each render the model has (``pixels`` only without a
+    generator): the ratio of summed detail over all ``pairs`` (source, target), each swapping
+    the target's two largest parts."""
     device = next(model.parameters()).device
     segmenter = PartSegmenter(model, device=device)
     parts = [largest_parts(segmenter, target) for _, target in pairs]
     scores = {}
-    for render in RENDERS:
+    for render in RENDERS if hasattr(model, "generator") else ("pixels",):
         swapper = PartSwapper(model, device=device, render=render)
         totals = np.zeros(2)
         for (source, target), chosen in zip(pairs, parts, strict=True):
@@ -72,3 +76,30 @@ def swap_scores(
             float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
         )
     return scores
+
+
+def transfer_error(
+    model: torch.nn.Module,
+    pairs: Sequence[tuple[Image.Image, Image.Image]],
+    points: Sequence[tuple[np.ndarray, np.ndarray]],
+    scale: Sequence[float] | None = None,
+    motion: bool = True,
+) -> float:
+    """Mean distance between each target point mapped into the source by the swap's part
+    motion and the source's same point, over ``pairs`` (source, target) with their
+    ``points`` (source ``[N, 2]``, target ``[N, 2]``, NaN where missing), each pair's distances
+    divided by its ``scale`` (e.g. the source's inter-ocular distance; default 1: pixels).
+    ``motion=False``: the same crops mapped onto each other without motion (the baseline)."""
+    device = next(model.parameters()).device
+    swapper = PartSwapper(model, device=device, render="pixels")
+    errors = []
+    for n, ((source, target), (p_source, p_target)) in enumerate(zip(pairs, points, strict=True)):
+        seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
+        if not seen.any():
+            continue
+        moved = swapper.transfer_points(source, target, p_target[seen], motion)
+        distance = np.linalg.norm(moved - p_source[seen], axis=1)
+        errors.append(distance.mean() / (scale[n] if scale is not None else 1.0))
+    if not errors:
+        raise ValueError("no pair has a point seen in both images")
+    return float(np.mean(errors))

@@ -202,6 +202,21 @@ def swap_mask(masks: Tensor, swap_index: Sequence[int], hard: bool = False) -> T
     return (mask > 0.5).to(mask.dtype) if hard else mask
 
 
+def blend_mask(
+    seg_source: MCSSegmentation,
+    seg_target: MCSSegmentation,
+    swap_index: Sequence[int],
+    hard: bool = False,
+    use_source_segmentation: bool = False,
+) -> Tensor:
+    """The swap mask ``[B, 1, h, w]`` in the target frame (SPEC C): the swapped parts' masks of
+    the target, or of the source warped with the part motion (``use_source_segmentation``)."""
+    if use_source_segmentation:
+        mask = swap_mask(seg_source.masks, swap_index, hard)
+        return warp_with_grid(mask, part_motion_grid(seg_target, seg_source))
+    return swap_mask(seg_target.masks, swap_index, hard)
+
+
 class MCSGenerator(nn.Module):
     """MCS reconstruction module (SPEC A2.4): encoder, part-motion warp, visibility, decoder.
 
@@ -434,23 +449,8 @@ class MCSModel(CopartModel, paper_url=PAPER_URL, tags=["mcs", "motion-cosegmenta
         """
         seg_source = self.segmenter.segment(source)
         seg_target = self.segmenter.segment(target)
-        mask = self.blend_mask(seg_source, seg_target, swap_index, hard, use_source_segmentation)
+        mask = blend_mask(seg_source, seg_target, swap_index, hard, use_source_segmentation)
         return self.generator.swap(source, target, seg_source, seg_target, mask)
-
-    def blend_mask(
-        self,
-        seg_source: MCSSegmentation,
-        seg_target: MCSSegmentation,
-        swap_index: Sequence[int],
-        hard: bool = False,
-        use_source_segmentation: bool = False,
-    ) -> Tensor:
-        """The swap mask ``[B, 1, h, w]`` in the target frame: the swapped parts' masks of the
-        target, or of the source warped with the part motion (``use_source_segmentation``)."""
-        if use_source_segmentation:
-            mask = swap_mask(seg_source.masks, swap_index, hard)
-            return warp_with_grid(mask, part_motion_grid(seg_target, seg_source))
-        return swap_mask(seg_target.masks, swap_index, hard)
 
 
 register_model("mcs_k10", "mcs", "MCS segmenter + generator, K=10, 256 px (official sizes)")
