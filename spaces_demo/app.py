@@ -87,7 +87,8 @@ class DemoModels:
 
     @classmethod
     def from_zoo(cls, names: Iterable[str] | None = None) -> DemoModels:
-        """Sort checkpoints by kind (read from ``config.json``; weights are not loaded).
+        """Sort checkpoints by kind (read from ``config.json``; weights are not loaded). Every
+        part model segments and swaps (MCS models first in the swap tab, last in the other).
 
         ``names`` defaults to the local zoo, plus inside a Space (``SYSTEM=spaces``) every
         released checkpoint, fetched from the Hub when not bundled (the wheel bundles only
@@ -109,7 +110,9 @@ class DemoModels:
                 found.swap[name] = name
             elif issubclass(arch, PartModel):
                 found.parts[name] = name
-        found.parts.update(found.swap)  # MCS segmenters last: image-collection models first
+        motion = dict(found.swap)
+        found.swap.update(found.parts)  # any part segmenter swaps its own pixels; MCS models first
+        found.parts.update(motion)  # MCS segmenters last: image-collection models first
         return found
 
 

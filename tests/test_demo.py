@@ -75,7 +75,7 @@ def test_a_space_adds_the_released_models(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SYSTEM", "spaces")
     found = app.DemoModels.from_zoo()
     assert set(found.parts) == {"scops_faces300w", "scops_horses", "mcs_faces", "mcs_taichi"}
-    assert list(found.swap) == ["mcs_faces", "mcs_taichi"]  # the face swap model first
+    assert list(found.swap) == ["mcs_faces", "mcs_taichi", "scops_faces300w", "scops_horses"]
     assert found.superpixels == "ssn_bsds500"
     resolve = app.resolve_checkpoint
 
