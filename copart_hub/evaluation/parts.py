@@ -67,6 +67,12 @@ _LANDMARKS = (
     "training split, error in % of the inter-ocular distance) and NMI / ARI of the "
     "part labels at the 68 landmarks (both x100)"
 )
+_SWAPS = (
+    "part swaps between {pairs} (the target's two largest parts): their sharpness per render "
+    "(gradient magnitude under the swap mask against the target photo's: 1 = as sharp; a swap "
+    "that changes nothing also reads 1) and where they land ({landing}, against the crops "
+    "mapped onto each other without motion: `_no_motion`)"
+)
 PROTOCOLS = {
     "faces300w": _LANDMARKS,
     "faces300w-zoomshift": _LANDMARKS + " on faces under a fixed random zoom in [0.6, 1] and shift",
@@ -76,10 +82,24 @@ PROTOCOLS = {
         "the 33 pose keypoints x 2 coordinates of the test MAE (pixels at 256x256) of affine "
         "regressors from part centres fitted on the training clips; for motion models, "
         "reconstruction of frames 30 apart (every 10th frame): L1, SSIM, sharpness (gradient "
-        "energy against the real frames) and the copy-the-source baseline, and the sharpness "
-        "of part swaps between the two clips (detail under the swap mask against the target's)"
+        "energy against the real frames) and the copy-the-source baseline, and "
+    )
+    + _SWAPS.format(
+        pairs="the two clips' frames",
+        landing="mean distance of each detected target keypoint, carried into the source by "
+        "the part motion, to the source's same keypoint, px",
     ),
 }
+#: what motion models add on faces (:func:`swap_evaluation`)
+MOTION_FACES = (
+    "; for motion models, the re-drawing of each held-out face from itself under a fixed "
+    "random warp (L1, SSIM, sharpness, the copy-the-source baseline), and "
+    + _SWAPS.format(
+        pairs="held-out faces",
+        landing="the 68 target landmarks carried into the source by the part motion, mean "
+        "distance to the source's same landmarks in % of its inter-ocular distance",
+    )
+)
 
 
 def landmarks_of(data: Collection) -> np.ndarray:
@@ -420,9 +440,12 @@ def _write_card(card: Path, args: argparse.Namespace, n_test: int, rows: dict) -
         + (" --grabcut" if args.grabcut else "")
         + (" --compare " + " ".join(args.compare) if args.compare else "")
     )
+    protocol = PROTOCOLS[args.dataset]
+    if args.dataset != "taichi" and "recon_l1" in rows["this model"]:
+        protocol += MOTION_FACES
     body = (
         f"`{args.dataset}`, held-out split ({n_test} images never used to fit weights), "
-        f"{PROTOCOLS[args.dataset]}. Baselines ran in the same run.\n\n"
+        f"{protocol}. Baselines ran in the same run.\n\n"
         + format_rows(rows)
         + "\n\nReproduce with:\n\n```bash\ncopart-hub eval parts --model <this folder> "
         f"--dataset {args.dataset}{options}\n```"
