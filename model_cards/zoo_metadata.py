@@ -28,7 +28,11 @@ RELEASES = {
         ["scops"],
         {"faces300w-zoomshift": FACES_SPLIT + ", random zoom/shift", "faces300w": FACES_SPLIT},
     ),
-    "scops_horses": ("weizmann_horse", ["scops"], {"weizmann_horse": None}),
+    "scops_horses": (
+        ("weizmann_horse", "bsds500_backgrounds"),
+        ["scops"],
+        {"weizmann_horse": None},
+    ),
     "mcs_taichi": ("taichi", ["mcs", "motion-cosegmentation"], {"taichi": None}),
     "mcs_faces": (
         ("faces300w", "talking_face"),

@@ -419,3 +419,6 @@ def test_copy_paste_puts_the_foreground_onto_a_background_crop(tmp_path):
         ScopsTask({"paste_backgrounds": str(tmp_path / "missing")}, seed=0)
     with pytest.raises(ValueError, match="paste_prob"):
         ScopsTask({"paste_backgrounds": "bsds500", "paste_prob": 1.5}, seed=0)
+    facts = ScopsTask({"collection": "weizmann_horse", "paste_backgrounds": "bsds500"}, 0)
+    card = facts.card_info()  # the backgrounds' terms reach the card and its LICENSE.md
+    assert card["datasets"] == ["Weizmann-Horse", "BSDS500"] and "Berkeley" in card["data_licence"]

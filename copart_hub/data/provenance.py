@@ -61,6 +61,13 @@ SOURCES = {
         "BSDS500",
         "BSDS500 val",
     ),
+    "bsds500_backgrounds": DataSource(
+        "BSDS500 train photos (200) as copy-paste backgrounds, no annotations used",
+        "bsds500-non-commercial",
+        "Berkeley Segmentation Dataset 500: non-commercial research use only.",
+        "BSDS500",
+        "not used for scores",
+    ),
 }
 
 

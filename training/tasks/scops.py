@@ -42,7 +42,7 @@ from torchvision.transforms import v2
 
 from copart_hub import create_model
 from copart_hub.data import bsds500, collections
-from copart_hub.data.provenance import card_facts
+from copart_hub.data.provenance import SOURCES, card_facts
 from copart_hub.losses.scops import (
     PartBasis,
     ScopsLossWeights,
@@ -534,10 +534,14 @@ class ScopsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
+        backgrounds = ["bsds500_backgrounds"] if a["paste_backgrounds"] == "bsds500" else []
         if a["data_dir"]:
             facts: dict[str, Any] = {"data": str(a["data_dir"]), "data_licence": "the user's data"}
+            for source in (SOURCES[b] for b in backgrounds):
+                facts["data"] += f"; {source.description}"
+                facts["data_licence"] += f"; {source.terms}"
         else:
-            facts = card_facts(a["collection"])
+            facts = card_facts(a["collection"], *backgrounds)
         return {
             **facts,
             "method": "SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019)",
