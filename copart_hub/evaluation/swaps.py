@@ -1,4 +1,4 @@
-"""How sharp a part swap is on held-out images (issue 11).
+"""How sharp a part swap is on held-out images, and where it lands (issue 11).
 
 A swap pastes re-drawn (``render="generator"``) or warped source pixels (``render="pixels"``)
 into the target under a feathered mask. :func:`swap_sharpness` compares the detail of the
