@@ -333,6 +333,9 @@ class PartSwapper:
         crops (the motion both renders follow; ``motion=False``: none, crop onto crop, the
         baseline a motion must beat). A swap lands on the same part when a target landmark
         maps onto the source's same landmark."""
+        xy = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"points must be [N, 2] (x, y), got shape {tuple(xy.shape)}")
         (s_top, s_left, s_h, s_w), _, s_crop = self._crop(load_image(source))
         (t_top, t_left, t_h, t_w), _, t_crop = self._crop(load_image(target))
         seg_target = self.parts.segment(t_crop)
@@ -341,9 +344,6 @@ class PartSwapper:
             grid = part_motion_grid(seg_target, seg_source).float().permute(0, 3, 1, 2)
         else:
             grid = coordinate_grid(2, 2, "inclusive", self.device).permute(2, 0, 1)[None]
-        xy = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
-        if xy.ndim != 2 or xy.shape[1] != 2:
-            raise ValueError(f"points must be [N, 2] (x, y), got shape {tuple(xy.shape)}")
         scale = xy.new_tensor([max(t_w - 1, 1), max(t_h - 1, 1)])
         where = 2 * (xy - xy.new_tensor([t_left, t_top])) / scale - 1
         where = where.view(1, 1, -1, 2)

@@ -65,10 +65,15 @@ def still_pairs(images: Sequence[Any], size: tuple[int, int], seed: int = 0) -> 
     return list((pairs * 255).round().to(torch.uint8).numpy())
 
 
+def gradient_magnitude(images: Tensor) -> Tensor:
+    """``[B, 3, H, W]`` in [0, 1] -> the gradient magnitude of the grey image ``[B, H, W]``."""
+    grad = spatial_gradient(rgb_to_grayscale(images))[:, 0]  # [B, 2, H, W]
+    return grad.pow(2).sum(1).add(1e-12).sqrt()
+
+
 def _gradient_energy(images: Tensor) -> Tensor:
     """Sum over the batch of the mean gradient magnitude of the grey image ``[B, 3, H, W]``."""
-    grad = spatial_gradient(rgb_to_grayscale(images))  # [B, 1, 2, H, W]
-    return grad.pow(2).sum(2).add(1e-12).sqrt().mean(dim=(1, 2, 3)).sum()
+    return gradient_magnitude(images).mean(dim=(1, 2)).sum()
 
 
 @torch.no_grad()

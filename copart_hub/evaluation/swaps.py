@@ -17,19 +17,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from kornia.color import rgb_to_grayscale
-from kornia.filters import spatial_gradient
 from PIL import Image
 
 from ..part_swap import RENDERS, PartSwapper
 from ..pipelines import PartSegmenter
+from .reconstruction import gradient_magnitude
 
 
 def _gradient_magnitude(image: np.ndarray) -> np.ndarray:
     """``uint8 [H, W, 3]`` -> ``float [H, W]`` gradient magnitude of the grey image."""
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
-    grad = spatial_gradient(rgb_to_grayscale(x))[0, 0]  # [2, H, W]
-    return grad.pow(2).sum(0).sqrt().numpy()
+    return gradient_magnitude(x)[0].numpy()
 
 
 def _detail(result: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> tuple[float, float]:
