@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from copart_hub.training.config import load_config
-from copart_hub.training.data import video_foregrounds
+from copart_hub.training.data import BackgroundCrops, video_foregrounds
 from copart_hub.training.flow import (
     FlowTargets,
     consistency_weight,
@@ -598,3 +598,40 @@ def test_short_run_with_the_generators_own_encoder_as_features_lowers_the_recons
     wrong = McsTask({**args, "weights": {"perceptual": [1.0, 1.0]}}, seed=0)
     with pytest.raises(ValueError, match="gives 3 feature maps"):
         wrong.build_model()
+
+
+def test_copy_paste_puts_both_frames_on_one_still_background(tmp_path: Path):
+    """``paste_backgrounds``: both frames of a pasted pair keep their own foreground pixels and
+    show the same background crop everywhere else (a still scene); ``paste_prob=0`` changes
+    nothing; bad arguments are refused and the backgrounds reach the card."""
+    green = np.zeros((50, 70, 3), np.uint8)
+    green[..., 1] = 255
+    (tmp_path / "bg").mkdir()
+    Image.fromarray(green).save(tmp_path / "bg" / "green.png")
+    args = panning_clip_args(tmp_path, jitter=0.0, paste_backgrounds=str(tmp_path / "bg"))
+    task = McsTask({**args, "paste_prob": 1.0}, seed=0)
+    clip = task.frames("train")[0]
+    maps = np.zeros((6, 32, 32), np.uint8)
+    maps[:, 8:24, 4:20] = 255  # not mirror-symmetric
+    backgrounds = BackgroundCrops(str(tmp_path / "bg"), 32)
+    plain = McsFramePairs([clip], repeats=8, seed=0, jitter=0.0, foregrounds=[maps])
+    never = McsFramePairs([clip], 8, 0, 0.0, foregrounds=[maps], backgrounds=backgrounds)
+    pasted = McsFramePairs(
+        [clip], 8, 0, 0.0, foregrounds=[maps], backgrounds=backgrounds, paste_prob=1.0
+    )
+    for i in range(8):
+        a, b, c = plain[(i, 0)], never[(i, 0)], pasted[(i, 0)]
+        assert torch.equal(a["source"], b["source"]) and torch.equal(a["target"], b["target"])
+        inside = a["foreground"][0] > 0.99
+        for frame in ("source", "target"):
+            torch.testing.assert_close(c[frame][:, inside], a[frame][:, inside])
+            outside = c[frame][:, ~inside]
+            assert (outside[1] > 0.99).all() and (outside[0] < 0.01).all()
+    with pytest.raises(ValueError, match="foreground maps"):
+        McsFramePairs([clip], backgrounds=backgrounds)
+    with pytest.raises(ValueError, match="paste_prob"):
+        McsTask({**args, "paste_prob": 1.5}, seed=0)
+    with pytest.raises(ValueError, match="paste_backgrounds"):
+        McsTask({**args, "paste_backgrounds": str(tmp_path / "missing")}, seed=0)
+    card = McsTask({"paste_backgrounds": "bsds500"}, seed=0).card_info()
+    assert card["datasets"] == ["Tai-Chi-HD", "BSDS500"] and "Berkeley" in card["data_licence"]

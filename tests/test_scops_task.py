@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from copart_hub.training.data import BackgroundCrops
 from copart_hub.training.tasks.scops import (
     ScopsImages,
     ScopsTask,
@@ -402,9 +403,9 @@ def test_copy_paste_puts_the_foreground_onto_a_background_crop(tmp_path):
     )
     green = np.zeros((50, 70, 3), np.uint8)
     green[..., 1] = 255
-    backgrounds = datasets.Dataset.from_dict(
-        {"image": [Image.fromarray(green)]}, features=datasets.Features({"image": datasets.Image()})
-    )
+    (tmp_path / "backgrounds").mkdir()
+    Image.fromarray(green).save(tmp_path / "backgrounds" / "green.png")
+    backgrounds = BackgroundCrops(str(tmp_path / "backgrounds"), 40)
     plain = ScopsImages(rows, 40, (1.0, 1.0), seed=0)[(0, 0)]
     never = ScopsImages(rows, 40, (1.0, 1.0), 0, True, backgrounds, paste_prob=0.0)[(0, 0)]
     pasted = ScopsImages(rows, 40, (1.0, 1.0), 0, True, backgrounds, paste_prob=1.0)[(0, 0)]

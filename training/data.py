@@ -9,7 +9,10 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 
 from copart_hub.data import bsds500
 from copart_hub.data.videos import read_video
@@ -99,6 +102,38 @@ def bsds500_dataset(
     return datasets.Dataset.from_generator(
         rows, features=features, cache_dir=cache_dir, config_name=f"bsds500-{split}-{tag}"
     )
+
+
+def pil_tensor(image: Image.Image) -> Tensor:
+    """PIL image -> ``float [C, H, W]`` in [0, 1]."""
+    array = np.array(image, dtype=np.float32) / 255
+    return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
+
+
+class BackgroundCrops:
+    """Random square background crops for copy-paste augmentation: ``crops(rng)`` is
+    ``[1, 3, size, size]`` in [0, 1], a crop of half to all of the shorter side of a random
+    image of ``source`` (``"bsds500"``: its train split under ``data_root``; else a folder of
+    images, recursive), randomly mirrored."""
+
+    def __init__(self, source: str, size: int, data_root: str | None = None) -> None:
+        if source == "bsds500":
+            root = Path(data_root) / "bsds500" if data_root else None
+            self.rows = image_rows(paths=bsds500.image_paths(root, "train"))
+        else:
+            self.rows = image_rows(data_dir=source)
+        self.size = size
+
+    def __call__(self, rng: np.random.Generator) -> Tensor:
+        row = self.rows[int(rng.integers(len(self.rows)))]
+        bg = pil_tensor(row["image"].convert("RGB"))
+        h, w = bg.shape[-2:]
+        side = max(1, round(min(h, w) * rng.uniform(0.5, 1.0)))
+        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+        bg = bg[:, top : top + side, left : left + side]
+        if rng.random() < 0.5:
+            bg = bg.flip(-1)
+        return F.interpolate(bg[None], (self.size, self.size), mode="bilinear", antialias=True)
 
 
 class ClipFrames:

@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from copart_hub import create_model
 from copart_hub.data import collections, shared_data_root
-from copart_hub.data.provenance import card_facts
+from copart_hub.data.provenance import SOURCES, card_facts
 from copart_hub.data.videos import (
     TaichiClip,
     find_videos,
@@ -57,7 +57,14 @@ from copart_hub.ops.coordinates import coordinate_grid
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
 from copart_hub.saliency import FOREGROUND_METHODS
 
-from ..data import ClipFrames, add_foreground, image_rows, video_foregrounds, video_frames
+from ..data import (
+    BackgroundCrops,
+    ClipFrames,
+    add_foreground,
+    image_rows,
+    video_foregrounds,
+    video_frames,
+)
 from ..flow import DIS_PRESETS, FlowTargets, hflip_flow
 from ..sampling import sample_rng
 from .base import LR_SCHEDULES, OptimizerPair, Task, lr_scheduler, register_task
@@ -93,7 +100,10 @@ class McsFramePairs(Dataset):
     ``[2, H, W]`` (target -> source, estimated on the stored frames, then mirrored with them) and
     its consistency weight ``flow_weight`` ``[1, H, W]``. With ``foregrounds`` (``uint8 [T, H, W]``
     per clip, :func:`~training.data.video_foregrounds`), also the target frame's ``foreground``
-    ``[1, H, W]`` in [0, 1], mirrored with it.
+    ``[1, H, W]`` in [0, 1], mirrored with it. With ``backgrounds`` (and ``foregrounds``), a
+    pair is, with probability ``paste_prob``, both frames' foregrounds (their maps as alpha)
+    pasted onto one random background crop ("copy-paste"): the scene around the object is
+    new and exactly still, so the object cannot be learnt from its clip's scenery.
     """
 
     def __init__(
@@ -105,14 +115,18 @@ class McsFramePairs(Dataset):
         flip_p: float = 0.5,
         flow: FlowTargets | None = None,
         foregrounds: list[np.ndarray] | None = None,
+        backgrounds: BackgroundCrops | None = None,
+        paste_prob: float = 0.0,
     ) -> None:
         if not clips or repeats < 1:
             raise ValueError("need at least one clip and repeats >= 1")
+        if backgrounds is not None and foregrounds is None:
+            raise ValueError("copy-paste needs the foreground maps of the frames to paste")
         if foregrounds is not None and [len(f) for f in foregrounds] != [len(c) for c in clips]:
             raise ValueError("need one foreground map per frame of every clip")
         self.clips, self.repeats, self.seed = clips, repeats, seed
         self.jitter, self.flip_p, self.flow = jitter, flip_p, flow
-        self.foregrounds = foregrounds
+        self.foregrounds, self.backgrounds, self.paste_prob = foregrounds, backgrounds, paste_prob
 
     def __len__(self) -> int:
         return len(self.clips) * self.repeats
@@ -133,6 +147,10 @@ class McsFramePairs(Dataset):
             pair, times, raw = pair.flip(0), times[::-1].copy(), raw[::-1]
         if self.jitter > 0:
             pair = _jitter(pair, rng, self.jitter)
+        if self.backgrounds is not None and rng.random() < self.paste_prob:
+            alpha = torch.from_numpy(self.foregrounds[clip][times]).float()[:, None] / 255
+            alpha = alpha.flip(-1) if mirror else alpha  # [2, 1, H, W], as the pair
+            pair = alpha * pair + (1 - alpha) * self.backgrounds(rng)
         item = {
             "source": pair[0],
             "target": pair[1],
@@ -315,9 +333,13 @@ class McsTask(Task):
         # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
         # front of a static background, or "none" (the whole image)
         "still_foreground": "boundary",
-        # the foreground target of each video frame for weights.background (FOREGROUND_METHODS;
-        # computed once per frame and cached)
+        # each video frame's foreground (FOREGROUND_METHODS; computed once per frame and
+        # cached): the target of weights.background and the alpha of copy-paste
         "video_foreground": "grabcut",
+        # copy-paste: both frames' video_foreground onto one crop of these images ("bsds500":
+        # its train split, else a folder of images, recursive) with probability paste_prob
+        "paste_backgrounds": None,
+        "paste_prob": 0.5,
         "weights": {},
         # the first steps train the segmenter on flow + equivariance alone (no generator, no
         # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
@@ -339,7 +361,9 @@ class McsTask(Task):
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
         self.check_args("positive", "lr", "part_min_motion")
         self.check_args("non_negative", "jitter", "flow_min_motion")
-        self.check_args("fraction", "ema_decay")
+        self.check_args("fraction", "ema_decay", "paste_prob")
+        if self.args["paste_backgrounds"] not in (None, "bsds500"):
+            self.check_args("folder", "paste_backgrounds")
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_choice("lr_schedule", LR_SCHEDULES)
@@ -489,11 +513,20 @@ class McsTask(Task):
         if self.weights.flow > 0 or self.weights.still_background > 0:
             flow = FlowTargets(a["flow_preset"], min_motion=a["flow_min_motion"])
         clips = self.frames("train")
-        foregrounds = None
-        if self.weights.background > 0:
+        foregrounds, backgrounds = None, None
+        if a["paste_backgrounds"]:
+            backgrounds = BackgroundCrops(a["paste_backgrounds"], a["size"], a["data_root"])
+        if self.weights.background > 0 or backgrounds is not None:
             foregrounds = [video_foregrounds(c, a["video_foreground"]) for c in clips]
         videos = McsFramePairs(
-            clips, a["repeats"], self.seed, a["jitter"], flow=flow, foregrounds=foregrounds
+            clips,
+            a["repeats"],
+            self.seed,
+            a["jitter"],
+            flow=flow,
+            foregrounds=foregrounds,
+            backgrounds=backgrounds,
+            paste_prob=a["paste_prob"],
         )
         if a["still_images"] is None:
             return videos
@@ -642,6 +675,7 @@ class McsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
+        backgrounds = ["bsds500_backgrounds"] if a["paste_backgrounds"] == "bsds500" else []
         summary = (
             "Motion-supervised co-part segmentation (segmenter + generator) trained {} "
             "`segmenter_only()` gives the part segmenter."
@@ -653,7 +687,7 @@ class McsTask(Task):
             sources = [name] + ([clips] if clips else [])
             videos = f"{clips} clips" if clips else "the videos of a local folder"
             facts: dict[str, Any] = {
-                **card_facts(*sources),
+                **card_facts(*sources, *backgrounds),
                 "summary": summary.format(
                     f"from scratch on frame pairs made from {name} images (random TPS + "
                     f"similarity warps of the foreground, with their exact flow) and on {videos};"
@@ -671,14 +705,19 @@ class McsTask(Task):
                 "summary": summary.format(
                     f"on the videos of {a['video_dir']}{stills if a['still_images'] else ''};"
                 ),
-                "data": f"{len(self.videos)} videos in {a['video_dir']}",
-                "data_licence": "the user's data",
+                "data": "; ".join(
+                    [f"{len(self.videos)} videos in {a['video_dir']}"]
+                    + [SOURCES[b].description for b in backgrounds]
+                ),
+                "data_licence": "; ".join(
+                    ["the user's data"] + [SOURCES[b].terms for b in backgrounds]
+                ),
                 "limitations": "No held-out scores: the videos have no ground truth.",
             }
         else:
             facts = {
                 "summary": summary.format("from scratch on Tai-Chi clips;"),
-                **card_facts("taichi"),
+                **card_facts("taichi", *backgrounds),
                 "data_source": "taichi",
                 "limitations": (
                     "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on 12 "

@@ -34,14 +34,13 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, sobel, spatial_gradient
-from PIL import Image
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from copart_hub import create_model
-from copart_hub.data import bsds500, collections
+from copart_hub.data import collections
 from copart_hub.data.provenance import SOURCES, card_facts
 from copart_hub.losses.scops import (
     PartBasis,
@@ -57,7 +56,7 @@ from copart_hub.ops.warps import random_scops_tps
 from copart_hub.processing import upsample_logits
 from copart_hub.saliency import FOREGROUND_METHODS
 
-from ..data import add_foreground, image_rows
+from ..data import BackgroundCrops, add_foreground, image_rows, pil_tensor
 from ..sampling import sample_rng
 from .base import LR_SCHEDULES, OptimizerPair, Task, lr_scheduler, register_task
 
@@ -81,7 +80,7 @@ class ScopsImages(Dataset):
         scale_range: tuple[float, float],
         seed: int,
         augment: bool = True,
-        backgrounds: datasets.Dataset | None = None,
+        backgrounds: BackgroundCrops | None = None,
         paste_prob: float = 0.0,
     ) -> None:
         self.rows, self.size, self.scale_range = rows, size, scale_range
@@ -94,8 +93,8 @@ class ScopsImages(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         index, epoch = key
         row = self.rows[index]
-        img = _tensor(row["image"].convert("RGB"))
-        fg = _tensor(row["foreground"].convert("L"))
+        img = pil_tensor(row["image"].convert("RGB"))
+        fg = pil_tensor(row["foreground"].convert("L"))
         img = F.interpolate(img[None], (self.size, self.size), mode="bilinear", antialias=True)
         fg = F.interpolate(fg[None], (self.size, self.size), mode="bilinear", antialias=True)
         if self.augment:
@@ -110,27 +109,8 @@ class ScopsImages(Dataset):
             fg = F.grid_sample(fg, grid, padding_mode="zeros", align_corners=False)
             if self.backgrounds is not None and rng.random() < self.paste_prob:
                 alpha = fg.clamp(0, 1)
-                img = alpha * img + (1 - alpha) * self._background(rng)
+                img = alpha * img + (1 - alpha) * self.backgrounds(rng)
         return {"image": img[0].clamp(0, 1), "foreground": fg[0].clamp(0, 1)}
-
-    def _background(self, rng: np.random.Generator) -> Tensor:
-        """``[1, 3, size, size]``: a random square crop (half to all of the shorter side) of a
-        random background image, randomly mirrored."""
-        row = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
-        bg = _tensor(row["image"].convert("RGB"))
-        h, w = bg.shape[-2:]
-        side = max(1, round(min(h, w) * rng.uniform(0.5, 1.0)))
-        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
-        bg = bg[:, top : top + side, left : left + side]
-        if rng.random() < 0.5:
-            bg = bg.flip(-1)
-        return F.interpolate(bg[None], (self.size, self.size), mode="bilinear", antialias=True)
-
-
-def _tensor(image: Image.Image) -> Tensor:
-    """PIL image -> ``float [C, H, W]`` in [0, 1]."""
-    array = np.array(image, dtype=np.float32) / 255
-    return torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
 
 
 def colour_texture_features(image: Tensor) -> Tensor:
@@ -427,11 +407,8 @@ class ScopsTask(Task):
         a = self.args
         rows = add_foreground(self._train_rows(), a["saliency"], a["mask_dir"])
         backgrounds = None
-        if a["paste_backgrounds"] == "bsds500":
-            root = Path(a["data_root"]) / "bsds500" if a["data_root"] else None
-            backgrounds = image_rows(paths=bsds500.image_paths(root, "train"))
-        elif a["paste_backgrounds"]:
-            backgrounds = image_rows(data_dir=a["paste_backgrounds"])
+        if a["paste_backgrounds"]:
+            backgrounds = BackgroundCrops(a["paste_backgrounds"], a["size"], a["data_root"])
         scale = tuple(a["scale_range"])
         return ScopsImages(rows, a["size"], scale, self.seed, True, backgrounds, a["paste_prob"])
 
