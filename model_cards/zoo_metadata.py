@@ -33,7 +33,11 @@ RELEASES = {
         ["scops"],
         {"weizmann_horse": None},
     ),
-    "mcs_taichi": ("taichi", ["mcs", "motion-cosegmentation"], {"taichi": None}),
+    "mcs_taichi": (
+        ("taichi", "bsds500_backgrounds"),
+        ["mcs", "motion-cosegmentation"],
+        {"taichi": None},
+    ),
     "mcs_faces": (
         ("faces300w", "talking_face"),
         ["mcs", "motion-cosegmentation", "part-swap"],
