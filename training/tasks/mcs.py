@@ -4,14 +4,15 @@ target from the source, and shift/affine equivariance of the target's part motio
 Data: the Tai-Chi clips, or every video under ``video_dir`` (recursive, any container PyAV
 reads, any size: the centre of each frame is cut to a square and resized to ``size``). Each clip
 is decoded once into a memory-mapped ``datasets`` table that later runs reuse (keyed by path,
-modification time and byte size: :func:`..data.video_frames`). One epoch is ``repeats``
-passes over the training clips (the official ``num_repeats``). A sample is two
-random frames of one clip sorted in time, with the official augmentations (horizontal flip of
-both frames, time flip, ColorJitter 0.1 with the same parameters for both frames), all drawn
-from :func:`..sampling.sample_rng`. Validation (SPEC B4, adapted to the MediaPipe pseudo ground
-truth): foreground IoU on the held-out clips 12 and 13, and the sum of the 66 per-coordinate MAEs
-of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val). A
-user's videos have no ground truth: no scores, and the samples show their own clips, unless
+modification time and byte size: :func:`..data.video_frames`). One epoch is ``repeats`` passes
+over the training clips (the official ``num_repeats``). A sample is two random frames of one
+clip sorted in time, with the official augmentations (horizontal flip of both frames, time flip,
+ColorJitter 0.1 with the same parameters for both frames) and, with ``paste_backgrounds``
+(beyond the paper), copy-paste of both frames onto one background photo, all drawn from
+:func:`..sampling.sample_rng`. Validation (SPEC B4, adapted to the MediaPipe pseudo ground
+truth): foreground IoU on the held-out clips 12 and 13, and the sum of the 66 per-coordinate
+MAEs of 33 pose keypoints regressed from part centres (fitted on training clips, tested on val).
+A user's videos have no ground truth: no scores, and the samples show their own clips, unless
 ``val_dataset`` names a protocol of ``copart-hub eval parts`` (e.g. ``faces300w`` for a face
 model trained on still-image pairs and a talking-head clip: then the samples are pairs made from
 its held-out images).
