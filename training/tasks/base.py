@@ -15,6 +15,8 @@ from torch.utils.data import Dataset
 from copart_hub.hub.base import CopartModel
 from copart_hub.hub.registry import get_architecture, get_entry
 
+from ..data import BackgroundCrops
+
 OptimizerPair = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]
 
 #: learning-rate schedules a task may offer (``task_args.lr_schedule``)
@@ -113,6 +115,24 @@ class Task(ABC):
         if unknown:
             known = ", ".join(sorted(allowed))
             raise ValueError(f"task_args.{key}: unknown keys {unknown} (known: {known})")
+
+    def check_paste_args(self) -> None:
+        """``task_args.paste_prob`` is a fraction; ``paste_backgrounds`` is None, ``bsds500``
+        or an existing folder."""
+        self.check_args("fraction", "paste_prob")
+        if self.args["paste_backgrounds"] not in (None, "bsds500"):
+            self.check_args("folder", "paste_backgrounds")
+
+    def background_crops(self) -> BackgroundCrops | None:
+        """The copy-paste backgrounds of ``task_args.paste_backgrounds`` (None: no pasting)."""
+        a = self.args
+        if not a["paste_backgrounds"]:
+            return None
+        return BackgroundCrops(a["paste_backgrounds"], a["size"], a["data_root"])
+
+    def paste_sources(self) -> list[str]:
+        """Provenance sources the copy-paste backgrounds add to a model card."""
+        return ["bsds500_backgrounds"] if self.args["paste_backgrounds"] == "bsds500" else []
 
     def check_choice(self, key: str, choices: Iterable[Any]) -> None:
         """``task_args.KEY`` must be one of ``choices``."""

@@ -362,9 +362,8 @@ class McsTask(Task):
         self.check_args("positive_int", "num_parts", "size", "repeats", "val_every_nth_frame")
         self.check_args("positive", "lr", "part_min_motion")
         self.check_args("non_negative", "jitter", "flow_min_motion")
-        self.check_args("fraction", "ema_decay", "paste_prob")
-        if self.args["paste_backgrounds"] not in (None, "bsds500"):
-            self.check_args("folder", "paste_backgrounds")
+        self.check_args("fraction", "ema_decay")
+        self.check_paste_args()
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_choice("lr_schedule", LR_SCHEDULES)
@@ -514,9 +513,7 @@ class McsTask(Task):
         if self.weights.flow > 0 or self.weights.still_background > 0:
             flow = FlowTargets(a["flow_preset"], min_motion=a["flow_min_motion"])
         clips = self.frames("train")
-        foregrounds, backgrounds = None, None
-        if a["paste_backgrounds"]:
-            backgrounds = BackgroundCrops(a["paste_backgrounds"], a["size"], a["data_root"])
+        foregrounds, backgrounds = None, self.background_crops()
         if self.weights.background > 0 or backgrounds is not None:
             foregrounds = [video_foregrounds(c, a["video_foreground"]) for c in clips]
         videos = McsFramePairs(
@@ -676,7 +673,7 @@ class McsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
-        backgrounds = ["bsds500_backgrounds"] if a["paste_backgrounds"] == "bsds500" else []
+        backgrounds = self.paste_sources()
         summary = (
             "Motion-supervised co-part segmentation (segmenter + generator) trained {} "
             "`segmenter_only()` gives the part segmenter."

@@ -367,7 +367,8 @@ class ScopsTask(Task):
             raise ValueError(f"reference_norm must be 'unit_energy' or 'none', got {norm!r}")
         self.check_args("positive_int", "size", "val_fit_images", "loss_size")
         self.check_args("positive", "lr", "basis_lr")
-        self.check_args("fraction", "ema_decay", "paste_prob")
+        self.check_args("fraction", "ema_decay")
+        self.check_paste_args()
         self.check_args("range", "scale_range")
         self.check_args("folder", "data_dir", "mask_dir")
         self.check_choice("basis", BASIS_KINDS)
@@ -377,8 +378,6 @@ class ScopsTask(Task):
         paste = self.args["paste_backgrounds"]
         if paste and self.args["saliency"] == "none":
             raise ValueError("paste_backgrounds needs a foreground to paste: saliency is 'none'")
-        if paste and paste != "bsds500":
-            self.check_args("folder", "paste_backgrounds")
         self.check_keys("weights", ScopsLossWeights.__dataclass_fields__)
         self.weights = ScopsLossWeights(**self.args["weights"])
         self.jitter = v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.2)
@@ -406,9 +405,7 @@ class ScopsTask(Task):
     def train_dataset(self) -> Dataset:
         a = self.args
         rows = add_foreground(self._train_rows(), a["saliency"], a["mask_dir"])
-        backgrounds = None
-        if a["paste_backgrounds"]:
-            backgrounds = BackgroundCrops(a["paste_backgrounds"], a["size"], a["data_root"])
+        backgrounds = self.background_crops()
         scale = tuple(a["scale_range"])
         return ScopsImages(rows, a["size"], scale, self.seed, True, backgrounds, a["paste_prob"])
 
@@ -511,7 +508,7 @@ class ScopsTask(Task):
 
     def card_info(self) -> dict[str, Any]:
         a = self.args
-        backgrounds = ["bsds500_backgrounds"] if a["paste_backgrounds"] == "bsds500" else []
+        backgrounds = self.paste_sources()
         if a["data_dir"]:
             facts: dict[str, Any] = {"data": str(a["data_dir"]), "data_licence": "the user's data"}
             for source in (SOURCES[b] for b in backgrounds):
