@@ -163,7 +163,8 @@ def grabcut_foreground(
     (at least 1 px) along the image edge is certain background. When the seeds leave GrabCut
     nothing to model (no probable foreground or background), the thresholded prior is returned.
     Images larger than ``max_side`` run at that size (GrabCut costs about 2 s per megapixel) and
-    the mask is resized back.
+    the mask is resized back. Deterministic: OpenCV's random generator (which seeds GrabCut's
+    colour models and can change the mask from call to call) is reset before each call.
     """
     _check_rgb(image)
     if prior.shape != image.shape[:2]:
@@ -195,6 +196,7 @@ def grabcut_foreground(
         return fallback
     bgr = np.ascontiguousarray(image[..., ::-1])
     models = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(bgr, seeds, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # too few samples of one class for its colour model

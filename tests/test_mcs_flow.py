@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from copart_hub.training.config import load_config
-from copart_hub.training.data import BackgroundCrops, video_foregrounds
+from copart_hub.training.data import BackgroundCrops, TeacherForeground, video_foregrounds
 from copart_hub.training.flow import (
     FlowTargets,
     consistency_weight,
@@ -34,6 +34,7 @@ from copart_hub.losses.mcs import (
 )
 from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid
+from copart_hub.pipelines import PartSegmenter
 from copart_hub.saliency import unsupervised_foreground
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -295,19 +296,23 @@ def test_pair_mix_concatenates_and_drops_keys():
 
 
 # ------------------------------------------------------------------------ short real runs
-def write_panning_clip(path: Path, frames: int) -> None:
-    """A 32x32 clip of a texture panning 2 px a frame."""
+def write_clip(path: Path, frames: np.ndarray) -> None:
+    """``uint8 [T, H, W, 3]`` frames written as an MPEG-4 clip at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = textured(32, 32 + 2 * frames, 30)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for t in range(frames):
-            frame = av.VideoFrame.from_ndarray(image[:, 2 * t : 32 + 2 * t].copy(), format="rgb24")
-            for packet in stream.encode(frame):
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_panning_clip(path: Path, frames: int) -> None:
+    """A 32x32 clip of a texture panning 2 px a frame."""
+    image = textured(32, 32 + 2 * frames, 30)
+    write_clip(path, np.stack([image[:, 2 * t : 32 + 2 * t] for t in range(frames)]))
 
 
 def write_still_images(folder: Path, count: int = 4) -> None:
@@ -501,6 +506,50 @@ def test_video_foregrounds_are_cached_and_follow_the_target_frame(
         McsTask({**args, "video_foreground": "masks"}, seed=0)
     with pytest.raises(ValueError, match="still_foreground"):
         McsTask({**args, "still_images": "faces300w", "still_foreground": "none"}, seed=0)
+
+
+def test_teacher_foregrounds_are_its_grabcut_foreground_cached_per_weights(
+    tmp_path: Path, tiny_part_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+):
+    """``foreground_teacher`` (self-training): each frame's map is the teacher's foreground
+    refined by GrabCut (label != 0 of ``PartSegmenter(grabcut=True)``), cached under a hash of
+    its weights: the same weights read the cache, other weights get their own maps, and the
+    training pairs carry them."""
+    frames = np.full((6, 32, 32, 3), 128, np.uint8)
+    for t in range(6):  # a red square moving right on grey
+        frames[t, 10:22, 6 + 2 * t : 18 + 2 * t] = (220, 30, 30)
+    write_clip(tmp_path / "videos" / "a.mp4", frames)
+    args = {"video_dir": str(tmp_path / "videos"), "size": 32, "num_parts": 3, "repeats": 4}
+    args = {**args, "model": "mcs_test", "jitter": 0.0}
+    clip = McsTask(args, seed=0).frames("train")[0]
+    with torch.no_grad():  # red pixels are part 1, the rest background
+        tiny_part_model.head.weight.zero_()
+        tiny_part_model.head.bias.copy_(torch.tensor([0.0, 0.0, -100.0, -100.0]))
+        tiny_part_model.head.weight[1, 0] = 40.0
+    tiny_part_model.save_pretrained(tmp_path / "teacher")
+    maps = video_foregrounds(clip, TeacherForeground(tmp_path / "teacher"))
+    direct = PartSegmenter(tiny_part_model, grabcut=True)
+    expected = [direct(Image.fromarray(clip[t])).labels != 0 for t in range(len(clip))]
+    np.testing.assert_array_equal(maps, np.stack(expected).astype(np.uint8) * 255)
+    assert 0 < maps.mean() < 255  # a foreground that is neither empty nor everything
+    again = TeacherForeground(tmp_path / "teacher")
+    monkeypatch.setattr(again, "segmenter", None)  # computing would fail: served from cache
+    np.testing.assert_array_equal(video_foregrounds(clip, again), maps)
+    with torch.no_grad():
+        tiny_part_model.head.bias[0] = 200.0  # everything background
+    tiny_part_model.save_pretrained(tmp_path / "other")
+    assert not video_foregrounds(clip, TeacherForeground(tmp_path / "other")).any()
+    task = McsTask(
+        {**args, "weights": {"background": 1.0}, "foreground_teacher": str(tmp_path / "teacher")},
+        seed=0,
+    )
+    item = task.train_dataset()[(0, 0)]
+    t = int(item["times"][1])
+    fg = torch.from_numpy(maps[t]).float()[None] / 255
+    assert any(torch.equal(item["foreground"], f) for f in (fg, fg.flip(-1)))
+    for bad in (3, ""):
+        with pytest.raises(ValueError, match="foreground_teacher"):
+            McsTask({**args, "foreground_teacher": bad}, seed=0)
 
 
 def test_still_pair_moves_only_the_foreground_in_front_of_a_static_background():

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from copart_hub.data import bsds500
 from copart_hub.data.videos import read_video
+from copart_hub.pipelines import PartSegmenter
 from copart_hub.saliency import FOREGROUND_METHODS, unsupervised_foreground
 
 #: part of every video cache key: bump it when the stored frames change for the same inputs
@@ -151,27 +152,59 @@ class ClipFrames:
         return np.array(self.table[np.asarray(index).tolist()]["frame"])
 
 
-def video_foregrounds(clip: ClipFrames, method: str) -> np.ndarray:
-    """``uint8 [T, H, W]`` unsupervised foreground (:data:`FOREGROUND_METHODS`, x 255) of every
-    frame of ``clip``, computed once and cached by ``datasets`` (the fingerprint covers the
-    frames, ``method`` and :data:`FOREGROUND_CACHE_VERSION`): the foreground target of MCS's
-    ``weights.background``."""
-    if method not in FOREGROUND_METHODS:
+class TeacherForeground:
+    """The foreground of a trained part model (label != 0, refined by GrabCut seeded with it:
+    :class:`~copart_hub.pipelines.PartSegmenter` with ``grabcut=True``), the self-training
+    foreground of :func:`video_foregrounds`. ``fingerprint`` hashes the weights, so a cache made
+    with one model is never served for another."""
+
+    def __init__(self, model: str | Path, batch_size: int = 32) -> None:
+        self.name = str(model)
+        self.segmenter = PartSegmenter(model, device="cpu", batch_size=batch_size, grabcut=True)
+        digest = hashlib.sha256()
+        for key, tensor in self.segmenter.model.state_dict().items():
+            digest.update(key.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        self.fingerprint = digest.hexdigest()[:16]
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """``uint8 [B, H, W, 3]`` -> ``uint8 [B, H, W]`` foreground in {0, 255}."""
+        results = self.segmenter([Image.fromarray(f) for f in frames])
+        return np.stack([r.labels != 0 for r in results]).astype(np.uint8) * 255
+
+
+def video_foregrounds(clip: ClipFrames, method: str | TeacherForeground) -> np.ndarray:
+    """``uint8 [T, H, W]`` foreground (x 255) of every frame of ``clip``: an unsupervised method
+    (:data:`FOREGROUND_METHODS`) or a trained model's (:class:`TeacherForeground`), computed
+    once and cached by ``datasets`` (the fingerprint covers the frames, the method or the
+    model's weights, and :data:`FOREGROUND_CACHE_VERSION`): the foreground target of MCS's
+    ``weights.background`` and the alpha of its copy-paste."""
+    if isinstance(method, TeacherForeground):
+        compute, tag = method, f"teacher {method.fingerprint}"
+    elif method in FOREGROUND_METHODS:
+
+        def compute(frames: np.ndarray) -> np.ndarray:
+            maps = [unsupervised_foreground(f, method) for f in frames]
+            return np.round(np.stack(maps) * 255).astype(np.uint8)
+
+        tag = method
+    else:
         raise ValueError(f"unknown foreground method {method!r}; choose from {FOREGROUND_METHODS}")
 
-    def foreground(row: dict[str, Any]) -> dict[str, Any]:
-        fg = unsupervised_foreground(np.asarray(row["frame"], dtype=np.uint8), method)
-        return {"foreground": np.round(fg * 255).astype(np.uint8)}
+    def foreground(batch: dict[str, Any]) -> dict[str, Any]:
+        return {"foreground": compute(np.asarray(batch["frame"], dtype=np.uint8))}
 
     h, w = clip.table.features["frame"].shape[:2]
     features = datasets.Features({"foreground": datasets.Array2D((h, w), "uint8")})
-    key = f"{FOREGROUND_CACHE_VERSION}|{clip.table._fingerprint}|{method}"
+    key = f"{FOREGROUND_CACHE_VERSION}|{clip.table._fingerprint}|{tag}"
     table = clip.table.with_format(None).map(
         foreground,
+        batched=True,
+        batch_size=32,
         remove_columns=["frame"],
         features=features,
         new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:32],
-        desc=f"video foreground ({method})",
+        desc=f"video foreground ({tag})",
     )
     return np.asarray(table.with_format("numpy")["foreground"], dtype=np.uint8)
 

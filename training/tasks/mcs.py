@@ -61,6 +61,7 @@ from copart_hub.saliency import FOREGROUND_METHODS
 from ..data import (
     BackgroundCrops,
     ClipFrames,
+    TeacherForeground,
     add_foreground,
     image_rows,
     video_foregrounds,
@@ -337,6 +338,9 @@ class McsTask(Task):
         # each video frame's foreground (FOREGROUND_METHODS; computed once per frame and
         # cached): the target of weights.background and the alpha of copy-paste
         "video_foreground": "grabcut",
+        # self-training: a trained part model (zoo name, folder or Hub id) whose foreground,
+        # refined by GrabCut, replaces video_foreground (cached per model weights)
+        "foreground_teacher": None,
         # copy-paste: both frames' video_foreground onto one crop of these images ("bsds500":
         # its train split, else a folder of images, recursive) with probability paste_prob
         "paste_backgrounds": None,
@@ -394,6 +398,11 @@ class McsTask(Task):
         self.check_choice("flow_preset", DIS_PRESETS)
         self.check_choice("still_foreground", (*FOREGROUND_METHODS, "none"))
         self.check_choice("video_foreground", FOREGROUND_METHODS)
+        teacher = self.args["foreground_teacher"]
+        if teacher is not None and not (isinstance(teacher, str) and teacher):
+            raise ValueError(
+                f"task_args.foreground_teacher must be a model name or folder, got {teacher!r}"
+            )
         still = self.args["still_images"]
         if still is not None and still not in STILL_COLLECTIONS:
             self.check_args("folder", "still_images")
@@ -515,7 +524,10 @@ class McsTask(Task):
         clips = self.frames("train")
         foregrounds, backgrounds = None, self.background_crops()
         if self.weights.background > 0 or backgrounds is not None:
-            foregrounds = [video_foregrounds(c, a["video_foreground"]) for c in clips]
+            method = a["video_foreground"]
+            if a["foreground_teacher"]:
+                method = TeacherForeground(a["foreground_teacher"])
+            foregrounds = [video_foregrounds(c, method) for c in clips]
         videos = McsFramePairs(
             clips,
             a["repeats"],
