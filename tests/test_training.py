@@ -665,3 +665,20 @@ def test_trackers_get_the_metrics_and_metrics_jsonl_keeps_its_rows(tmp_path: Pat
     assert [e.value for e in scalars.Scalars("loss")] == pytest.approx(losses, rel=1e-6)
     val = next(r["val"] for r in rows if "val" in r)
     assert scalars.Scalars("val/score")[0].value == pytest.approx(val["score"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(__file__).parents[1] / "training/configs").glob("*.yaml"))
+)
+def test_every_bundled_config_is_accepted_by_its_task(name: str, tmp_path: Path):
+    """Each bundled config's ``task_args`` pass its task's checks (an unknown key or a bad value
+    would stop ``copart-hub train --config NAME`` only after the data is loaded); a data folder
+    that a preparation step writes is replaced by an empty one."""
+    from copart_hub.training.launch import resolve_config
+    from copart_hub.training.tasks.base import get_task
+
+    cfg = load_config(resolve_config(name), [])
+    args = dict(cfg.task_args)
+    if args.get("data_dir") and not Path(args["data_dir"]).is_dir():
+        args["data_dir"] = str(tmp_path)
+    get_task(cfg.task)(args, seed=0)
