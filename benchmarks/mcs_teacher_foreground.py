@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from copart_hub.training.data import TeacherForeground, video_foregrounds
 from copart_hub.training.tasks.mcs import McsTask
 
+from copart_hub.metrics.parts import foreground_iou
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,8 +37,7 @@ def main() -> None:
         masks = masks.numpy()
         row = []
         for method in methods.values():
-            fg = video_foregrounds(frames, method)[pick] > 127
-            row.append((fg & masks).sum() / max(1, (fg | masks).sum()))
+            row.append(foreground_iou(video_foregrounds(frames, method)[pick] > 127, masks))
         rows.append(row)
         print(clip.name, " ".join(f"{v:.3f}" for v in row), f"{time.time() - start:.0f} s")
     print("| clip | " + " | ".join(methods) + " |\n|---|" + "---:|" * len(methods))
