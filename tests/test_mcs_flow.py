@@ -284,6 +284,41 @@ def test_still_pair_warp_of_the_source_reproduces_the_target():
     assert not torch.equal(data[(1, 5)]["target"], data[(1, 6)]["target"])
 
 
+def _affine_residual(flow: Tensor, where: Tensor) -> float:
+    """Largest residual of the least-squares affine fit of ``flow [2, H, W]`` over ``where``."""
+    h, w = flow.shape[-2:]
+    z = coordinate_grid(h, w, "inclusive")[where]  # [N, 2]
+    design = torch.cat([z, torch.ones(len(z), 1)], 1).double()
+    target = flow.permute(1, 2, 0)[where].double()
+    solution = torch.linalg.lstsq(design, target).solution
+    return float((design @ solution - target).abs().max())
+
+
+def test_still_pair_parts_move_on_their_own_and_the_warp_still_reproduces_the_target():
+    images = [textured(48, 48, s) for s in range(2)]
+    masks = np.zeros((3, 12, 12), np.float32)  # background, left part, right part
+    masks[0] = 1
+    masks[:, 3:9, 1:6] = np.array([0, 1, 0])[:, None, None]
+    masks[:, 3:9, 6:11] = np.array([0, 0, 1])[:, None, None]
+    kwargs = {"seed": 0, "jitter": 0.0, "local_jitter": 0.0}  # the warp alone is a similarity
+    plain = McsStillPairs(images, **kwargs)
+    parts = McsStillPairs(images, **kwargs, part_masks=[masks, masks.astype(np.float16)])
+    everywhere = torch.ones(48, 48, dtype=torch.bool)
+    for index in range(2):
+        item, alone = parts[(index, 3)], plain[(index, 3)]
+        inside = item["flow_weight"][0] > 0
+        warped = warp_by_flow(item["source"], item["flow"])
+        assert (warped - item["target"]).abs().amax(0)[inside].max() < 1e-4
+        assert _affine_residual(alone["flow"], everywhere) < 1e-4  # one warp: one affine
+        assert _affine_residual(item["flow"], everywhere) > 0.01  # the two parts differ
+        # far from both parts (the corners of the warped frame) the warp is unchanged
+        assert torch.allclose(item["flow"][:, :2, :2], alone["flow"][:, :2, :2], atol=1e-5)
+    with pytest.raises(ValueError, match="part maps for 2 images"):
+        McsStillPairs(images, part_masks=[masks])
+    with pytest.raises(ValueError, match="at least one part"):
+        McsStillPairs(images, part_masks=[masks[:1], masks[:1]])
+
+
 def test_pair_mix_concatenates_and_drops_keys():
     stills = McsStillPairs([textured(32, 32, s) for s in range(2)], seed=0, jitter=0.0)
     videos = McsFramePairs([np.stack([textured(32, 32, 9)] * 3)], repeats=3, jitter=0.0)
@@ -552,6 +587,31 @@ def test_teacher_foregrounds_are_its_grabcut_foreground_cached_per_weights(
             McsTask({**args, "foreground_teacher": bad}, seed=0)
 
 
+def test_still_part_teacher_gives_each_still_image_its_part_maps(
+    tmp_path: Path, tiny_part_model: torch.nn.Module
+):
+    """``still_part_teacher``: the teacher's soft part maps of each still image, at a quarter of
+    the training size, move the parts of its still pairs; bad values are refused."""
+    write_still_images(tmp_path / "stills")
+    write_panning_clip(tmp_path / "videos" / "a.mp4", frames=3)
+    tiny_part_model.save_pretrained(tmp_path / "teacher")
+    args = {"video_dir": str(tmp_path / "videos"), "still_images": str(tmp_path / "stills")}
+    args = {**args, "size": 32, "num_parts": 3, "model": "mcs_test", "jitter": 0.0}
+    task = McsTask({**args, "still_part_teacher": str(tmp_path / "teacher")}, seed=0)
+    images, _ = task.still_images()
+    maps = task.still_parts(images)
+    direct = PartSegmenter(tiny_part_model)(Image.fromarray(images[2])).masks_at((8, 8))
+    assert len(maps) == 4 and maps[2].shape == (tiny_part_model.num_parts + 1, 8, 8)
+    np.testing.assert_allclose(maps[2], direct, atol=2e-3)  # float16
+    stills = task.train_dataset().parts[1]
+    assert all(np.array_equal(a, b) for a, b in zip(stills.part_masks, maps, strict=True))
+    assert McsTask(args, seed=0).still_parts(images) is None
+    with pytest.raises(ValueError, match="still_part_teacher"):
+        McsTask({**args, "still_part_teacher": 3}, seed=0)
+    with pytest.raises(ValueError, match="still_part_teacher moves the parts of still_images"):
+        McsTask({**args, "still_images": None, "still_part_teacher": "scops_faces300w"}, seed=0)
+
+
 def test_still_pair_moves_only_the_foreground_in_front_of_a_static_background():
     image = textured(40, 40, 7)
     foreground = np.zeros((40, 40), np.uint8)
@@ -684,3 +744,4 @@ def test_copy_paste_puts_both_frames_on_one_still_background(tmp_path: Path):
         McsTask({**args, "paste_backgrounds": str(tmp_path / "missing")}, seed=0)
     card = McsTask({"paste_backgrounds": "bsds500"}, seed=0).card_info()
     assert card["datasets"] == ["Tai-Chi-HD", "BSDS500"] and "Berkeley" in card["data_licence"]
+    assert "Berkeley" in licence_text("mcs_taichi", card["data_source"])  # its LICENSE.md

@@ -16,6 +16,7 @@ from copart_hub.training.tasks.scops import (
 )
 
 from copart_hub.data import shared_data_root
+from copart_hub.data.provenance import licence_text
 
 HAS_FACES = shared_data_root() is not None and (shared_data_root() / "faces300w").is_dir()
 needs_faces = pytest.mark.skipif(not HAS_FACES, reason="../shared/data/faces300w is not available")
@@ -423,3 +424,4 @@ def test_copy_paste_puts_the_foreground_onto_a_background_crop(tmp_path):
     facts = ScopsTask({"collection": "weizmann_horse", "paste_backgrounds": "bsds500"}, 0)
     card = facts.card_info()  # the backgrounds' terms reach the card and its LICENSE.md
     assert card["datasets"] == ["Weizmann-Horse", "BSDS500"] and "Berkeley" in card["data_licence"]
+    assert "Berkeley" in licence_text("scops_horses", card["data_source"])

@@ -20,6 +20,7 @@ its held-out images).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,8 +55,9 @@ from copart_hub.losses.mcs import (
 )
 from copart_hub.losses.scops import background_loss
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
-from copart_hub.ops.coordinates import coordinate_grid
+from copart_hub.ops.coordinates import coordinate_grid, part_centres
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
+from copart_hub.pipelines import PartSegmenter
 from copart_hub.saliency import FOREGROUND_METHODS
 
 from ..data import (
@@ -182,6 +184,13 @@ class McsStillPairs(Dataset):
     ``flow_weight`` is 0 where the moving part samples outside the source frame; ``foreground``
     ``[1, H, W]`` is ``m`` (the target's foreground). Both frames get the same colour jitter.
     Items have the keys of :class:`McsFramePairs` (``clip`` = -1, ``times`` = (0, 0)).
+
+    With ``part_masks`` (one ``[J+1, h, w]`` soft map per image, channel 0 the background, e.g.
+    a SCOPS model's parts), each part also moves by its own small random affine about its
+    centre (:func:`part_motion_grid` of the maps, rotation ``part_rotation_deg``, scale
+    ``1 +- part_scale``, shift ``part_translation``) before the warp: ``T(z) = G(z) + D(G(z))``
+    with ``D(p) = sum_j m_j(p) ((A_j - I)(p - c_j) + t_j)``. One smooth warp is explained by
+    one part; parts that move independently inside the object are what splits it.
     """
 
     def __init__(
@@ -195,12 +204,20 @@ class McsStillPairs(Dataset):
         scale_range: tuple[float, float] = (0.85, 1.2),
         max_translation: float = 0.1,
         local_jitter: float = 0.04,
+        part_masks: list[np.ndarray] | None = None,
+        part_rotation_deg: float = 12.0,
+        part_scale: float = 0.12,
+        part_translation: float = 0.08,
     ) -> None:
         if not images:
             raise ValueError("need at least one image")
-        if foregrounds is not None and len(foregrounds) != len(images):
-            raise ValueError(f"{len(foregrounds)} foreground maps for {len(images)} images")
-        self.images, self.foregrounds = images, foregrounds
+        for name, maps in (("foreground", foregrounds), ("part", part_masks)):
+            if maps is not None and len(maps) != len(images):
+                raise ValueError(f"{len(maps)} {name} maps for {len(images)} images")
+        if part_masks is not None and any(m.ndim != 3 or m.shape[0] < 2 for m in part_masks):
+            raise ValueError("part_masks must be [J+1, h, w] maps with at least one part")
+        self.images, self.foregrounds, self.part_masks = images, foregrounds, part_masks
+        self.part_motion = (math.radians(part_rotation_deg), part_scale, part_translation)
         self.seed, self.jitter, self.flip_p = seed, jitter, flip_p
         self.warp = {
             "max_rotation_deg": max_rotation_deg,
@@ -225,17 +242,23 @@ class McsStillPairs(Dataset):
                 raise ValueError(f"foreground {fg.shape} != image {(h, w)}")
             scale = 255.0 if fg.dtype == np.uint8 else 1.0
             foreground = torch.as_tensor(fg, dtype=torch.float32)[None] / scale
-        if rng.random() < self.flip_p:
+        flip = rng.random() < self.flip_p
+        if flip:
             source, foreground = source.flip(-1), foreground.flip(-1)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         transform = random_scops_tps(1, generator=generator, **self.warp)
         grid = transform.grid(h, w)  # [1, H, W, 2]: T(z), inclusive
-        warped = transform.warp(source[None], padding_mode="border")[0]
+        if self.part_masks is not None:
+            masks = torch.as_tensor(self.part_masks[index], dtype=torch.float32)[None]
+            field = self._part_displacement(masks.flip(-1) if flip else masks, rng)
+            moved = F.grid_sample(field, grid, padding_mode="border", align_corners=True)
+            grid = grid + moved.permute(0, 2, 3, 1)
+        warped = F.grid_sample(source[None], grid, padding_mode="border", align_corners=True)[0]
         inside = (grid.abs() <= 1).all(-1).float()  # [1, H, W]
         if self.foregrounds is None:
             moving = foreground[None]
         else:
-            moving = transform.warp(foreground[None], padding_mode="zeros")
+            moving = F.grid_sample(foreground[None], grid, align_corners=True)
         moving = moving[0]  # [1, H, W]: the warped foreground (zero outside the frame)
         target = moving * warped + (1 - moving) * source
         flow = moving * (grid - coordinate_grid(h, w, "inclusive"))[0].permute(2, 0, 1)
@@ -252,6 +275,24 @@ class McsStillPairs(Dataset):
             "flow_weight": 1 - moving * (1 - inside),
             "foreground": moving,
         }
+
+    def _part_displacement(self, masks: Tensor, rng: np.random.Generator) -> Tensor:
+        """Soft part maps ``[1, J+1, h, w]`` -> displacement ``D`` ``[1, 2, h, w]`` (inclusive
+        ``(x, y)``) of one random affine per part about its centre (background still)."""
+        j = masks.shape[1] - 1
+        rotation, scale, translation = self.part_motion
+        theta = torch.from_numpy(rng.uniform(-rotation, rotation, j)).float()
+        zoom = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, j)).float()
+        shift = torch.from_numpy(rng.uniform(-translation, translation, (j, 2))).float()
+        cos, sin = theta.cos() * zoom, theta.sin() * zoom
+        affine = torch.stack([cos, -sin, sin, cos], -1).view(1, j, 2, 2)
+        masks = masks / masks.sum(1, keepdim=True).clamp_min(1e-6)
+        centres = part_centres(masks[:, 1:], convention="inclusive")
+        still = MCSSegmentation(masks, centres, torch.eye(2).expand(1, j, 2, 2))
+        moved = MCSSegmentation(masks, centres + shift[None], affine)
+        grid = part_motion_grid(still, moved)  # [1, h, w, 2]: L(p)
+        base = coordinate_grid(*masks.shape[-2:], "inclusive")
+        return (grid - base).permute(0, 3, 1, 2)
 
 
 class PairMix(Dataset):
@@ -335,6 +376,10 @@ class McsTask(Task):
         # what moves in a still pair: the unsupervised foreground (FOREGROUND_METHODS) in
         # front of a static background, or "none" (the whole image)
         "still_foreground": "boundary",
+        # a part model (zoo name, folder or Hub id; e.g. scops_faces300w) whose parts each move
+        # by their own small random affine inside a still pair (McsStillPairs): motion that
+        # differs between the parts of one object, as a video has and one warp has not
+        "still_part_teacher": None,
         # each video frame's foreground (FOREGROUND_METHODS; computed once per frame and
         # cached): the target of weights.background and the alpha of copy-paste
         "video_foreground": "grabcut",
@@ -398,12 +443,13 @@ class McsTask(Task):
         self.check_choice("flow_preset", DIS_PRESETS)
         self.check_choice("still_foreground", (*FOREGROUND_METHODS, "none"))
         self.check_choice("video_foreground", FOREGROUND_METHODS)
-        teacher = self.args["foreground_teacher"]
-        if teacher is not None and not (isinstance(teacher, str) and teacher):
-            raise ValueError(
-                f"task_args.foreground_teacher must be a model name or folder, got {teacher!r}"
-            )
+        for key in ("foreground_teacher", "still_part_teacher"):
+            teacher = self.args[key]
+            if teacher is not None and not (isinstance(teacher, str) and teacher):
+                raise ValueError(f"task_args.{key} must be a model name or folder, got {teacher!r}")
         still = self.args["still_images"]
+        if self.args["still_part_teacher"] is not None and still is None:
+            raise ValueError("task_args.still_part_teacher moves the parts of still_images: set it")
         if still is not None and still not in STILL_COLLECTIONS:
             self.check_args("folder", "still_images")
         self.check_keys("weights", McsLossWeights.__dataclass_fields__)
@@ -513,6 +559,17 @@ class McsTask(Task):
                 foregrounds.append(np.array(row["foreground"].resize((size, size), Image.BILINEAR)))
         return images, foregrounds if method != "none" else None
 
+    def still_parts(self, images: list[np.ndarray]) -> list[np.ndarray] | None:
+        """``still_part_teacher``'s soft part maps ``float16 [J+1, size/4, size/4]`` of each
+        still image (None without a teacher)."""
+        teacher = self.args["still_part_teacher"]
+        if teacher is None:
+            return None
+        segmenter = PartSegmenter(teacher, device="cpu", batch_size=64)
+        side = max(self.args["size"] // 4, 1)
+        results = segmenter([Image.fromarray(image) for image in images])
+        return [r.masks_at((side, side)).astype(np.float16) for r in results]
+
     def train_dataset(self) -> Dataset:
         """Video frame pairs (with DIS flow targets when ``weights.flow`` or
         ``weights.still_background`` is > 0), plus still-image pairs when ``still_images`` is
@@ -541,7 +598,9 @@ class McsTask(Task):
         if a["still_images"] is None:
             return videos
         images, still_foregrounds = self.still_images()
-        stills = McsStillPairs(images, still_foregrounds, self.seed, a["jitter"])
+        stills = McsStillPairs(
+            images, still_foregrounds, self.seed, a["jitter"], part_masks=self.still_parts(images)
+        )
         drop = () if flow is not None else ("flow", "flow_weight")
         if foregrounds is None:
             drop = (*drop, "foreground")
@@ -702,7 +761,7 @@ class McsTask(Task):
                     f"from scratch on frame pairs made from {name} images (random TPS + "
                     f"similarity warps of the foreground, with their exact flow) and on {videos};"
                 ),
-                "data_source": sources,
+                "data_source": [*sources, *backgrounds],
                 "limitations": (
                     "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on CPU; "
                     "most pairs are synthetic warps of still images, so large real motions "
@@ -728,7 +787,7 @@ class McsTask(Task):
             facts = {
                 "summary": summary.format("from scratch on Tai-Chi clips;"),
                 **card_facts("taichi", *backgrounds),
-                "data_source": "taichi",
+                "data_source": ["taichi", *backgrounds],
                 "limitations": (
                     "Trained from scratch (no FOMM initialisation, no ImageNet VGG-19) on 12 "
                     "short clips; scores use MediaPipe pseudo ground truth (33 keypoints, person "

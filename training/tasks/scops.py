@@ -520,7 +520,7 @@ class ScopsTask(Task):
             **facts,
             "method": "SCOPS: Self-supervised Co-Part Segmentation (Hung et al., CVPR 2019)",
             "paper": "https://arxiv.org/abs/1905.01298",
-            "data_source": None if a["data_dir"] else a["collection"],
+            "data_source": None if a["data_dir"] else [a["collection"], *backgrounds],
             "num_parts": getattr(self, "num_parts", None),
             "reference_features": a["reference"],
             "tags": ["scops", "part-segmentation"],
