@@ -313,6 +313,10 @@ def test_still_pair_parts_move_on_their_own_and_the_warp_still_reproduces_the_ta
         assert _affine_residual(item["flow"], everywhere) > 0.01  # the two parts differ
         # far from both parts (the corners of the warped frame) the warp is unchanged
         assert torch.allclose(item["flow"][:, :2, :2], alone["flow"][:, :2, :2], atol=1e-5)
+    still = McsStillPairs(images, **kwargs, part_masks=[masks, masks], part_move_prob=0.0)
+    assert torch.allclose(still[(1, 3)]["flow"], plain[(1, 3)]["flow"], atol=1e-6)
+    with pytest.raises(ValueError, match="part_move_prob"):
+        McsStillPairs(images, part_masks=[masks, masks], part_move_prob=1.5)
     with pytest.raises(ValueError, match="part maps for 2 images"):
         McsStillPairs(images, part_masks=[masks])
     with pytest.raises(ValueError, match="at least one part"):
@@ -606,6 +610,13 @@ def test_still_part_teacher_gives_each_still_image_its_part_maps(
     stills = task.train_dataset().parts[1]
     assert all(np.array_equal(a, b) for a, b in zip(stills.part_masks, maps, strict=True))
     assert McsTask(args, seed=0).still_parts(images) is None
+    moves = {"part_translation": 0.2, "part_move_prob": 0.5}
+    task = McsTask({**args, "still_part_teacher": "x", "still_part_motion": moves}, seed=0)
+    task.still_parts = lambda images: maps  # the teacher's maps, as above
+    stills = task.train_dataset().parts[1]
+    assert stills.part_move_prob == 0.5 and stills.part_motion[2] == 0.2
+    with pytest.raises(ValueError, match="still_part_motion: unknown keys"):
+        McsTask({**args, "still_part_motion": {"part_shift": 0.1}}, seed=0)
     with pytest.raises(ValueError, match="still_part_teacher"):
         McsTask({**args, "still_part_teacher": 3}, seed=0)
     with pytest.raises(ValueError, match="still_part_teacher moves the parts of still_images"):

@@ -172,6 +172,10 @@ class McsFramePairs(Dataset):
         return item
 
 
+#: the keys of task_args.still_part_motion (:class:`McsStillPairs` arguments)
+STILL_PART_MOTION = ("part_rotation_deg", "part_scale", "part_translation", "part_move_prob")
+
+
 class McsStillPairs(Dataset):
     """``(index, epoch)`` -> a frame pair made from one still image: the source is the image
     (mirrored with ``flip_p``), the target is the source warped by a random TPS with a
@@ -188,9 +192,10 @@ class McsStillPairs(Dataset):
     With ``part_masks`` (one ``[J+1, h, w]`` soft map per image, channel 0 the background, e.g.
     a SCOPS model's parts), each part also moves by its own small random affine about its
     centre (:func:`part_motion_grid` of the maps, rotation ``part_rotation_deg``, scale
-    ``1 +- part_scale``, shift ``part_translation``) before the warp: ``T(z) = G(z) + D(G(z))``
-    with ``D(p) = sum_j m_j(p) ((A_j - I)(p - c_j) + t_j)``. One smooth warp is explained by
-    one part; parts that move independently inside the object are what splits it.
+    ``1 +- part_scale``, shift ``part_translation``; each part moves with probability
+    ``part_move_prob``, else not) before the warp: ``T(z) = G(z) + D(G(z))`` with
+    ``D(p) = sum_j m_j(p) ((A_j - I)(p - c_j) + t_j)``. One smooth warp is explained by one
+    part; parts that move independently inside the object are what splits it.
     """
 
     def __init__(
@@ -208,6 +213,7 @@ class McsStillPairs(Dataset):
         part_rotation_deg: float = 12.0,
         part_scale: float = 0.12,
         part_translation: float = 0.08,
+        part_move_prob: float = 1.0,
     ) -> None:
         if not images:
             raise ValueError("need at least one image")
@@ -217,7 +223,10 @@ class McsStillPairs(Dataset):
         if part_masks is not None and any(m.ndim != 3 or m.shape[0] < 2 for m in part_masks):
             raise ValueError("part_masks must be [J+1, h, w] maps with at least one part")
         self.images, self.foregrounds, self.part_masks = images, foregrounds, part_masks
+        if not 0 <= part_move_prob <= 1:
+            raise ValueError(f"part_move_prob must be in [0, 1], got {part_move_prob}")
         self.part_motion = (math.radians(part_rotation_deg), part_scale, part_translation)
+        self.part_move_prob = part_move_prob
         self.seed, self.jitter, self.flip_p = seed, jitter, flip_p
         self.warp = {
             "max_rotation_deg": max_rotation_deg,
@@ -281,9 +290,11 @@ class McsStillPairs(Dataset):
         ``(x, y)``) of one random affine per part about its centre (background still)."""
         j = masks.shape[1] - 1
         rotation, scale, translation = self.part_motion
-        theta = torch.from_numpy(rng.uniform(-rotation, rotation, j)).float()
-        zoom = torch.from_numpy(rng.uniform(1 - scale, 1 + scale, j)).float()
+        moves = torch.from_numpy(rng.random(j) < self.part_move_prob).float()
+        theta = torch.from_numpy(rng.uniform(-rotation, rotation, j)).float() * moves
+        zoom = 1 + torch.from_numpy(rng.uniform(-scale, scale, j)).float() * moves
         shift = torch.from_numpy(rng.uniform(-translation, translation, (j, 2))).float()
+        shift = shift * moves[:, None]
         cos, sin = theta.cos() * zoom, theta.sin() * zoom
         affine = torch.stack([cos, -sin, sin, cos], -1).view(1, j, 2, 2)
         masks = masks / masks.sum(1, keepdim=True).clamp_min(1e-6)
@@ -380,6 +391,9 @@ class McsTask(Task):
         # by their own small random affine inside a still pair (McsStillPairs): motion that
         # differs between the parts of one object, as a video has and one warp has not
         "still_part_teacher": None,
+        # how they move (McsStillPairs: part_rotation_deg, part_scale, part_translation in
+        # [-1, 1] coordinates, part_move_prob); {} = its defaults
+        "still_part_motion": {},
         # each video frame's foreground (FOREGROUND_METHODS; computed once per frame and
         # cached): the target of weights.background and the alpha of copy-paste
         "video_foreground": "grabcut",
@@ -453,6 +467,7 @@ class McsTask(Task):
         if still is not None and still not in STILL_COLLECTIONS:
             self.check_args("folder", "still_images")
         self.check_keys("weights", McsLossWeights.__dataclass_fields__)
+        self.check_keys("still_part_motion", STILL_PART_MOTION)
         weights = dict(self.args["weights"])
         if "perceptual" in weights:
             weights["perceptual"] = tuple(weights["perceptual"])
@@ -599,7 +614,12 @@ class McsTask(Task):
             return videos
         images, still_foregrounds = self.still_images()
         stills = McsStillPairs(
-            images, still_foregrounds, self.seed, a["jitter"], part_masks=self.still_parts(images)
+            images,
+            still_foregrounds,
+            self.seed,
+            a["jitter"],
+            part_masks=self.still_parts(images),
+            **a["still_part_motion"],
         )
         drop = () if flow is not None else ("flow", "flow_weight")
         if foregrounds is None:
