@@ -302,7 +302,9 @@ def test_still_pair_parts_move_on_their_own_and_the_warp_still_reproduces_the_ta
     masks[:, 3:9, 6:11] = np.array([0, 0, 1])[:, None, None]
     kwargs = {"seed": 0, "jitter": 0.0, "local_jitter": 0.0}  # the warp alone is a similarity
     plain = McsStillPairs(images, **kwargs)
-    parts = McsStillPairs(images, **kwargs, part_masks=[masks, masks.astype(np.float16)])
+    parts = McsStillPairs(
+        images, **kwargs, part_masks=[masks, masks.astype(np.float16)], part_move_prob=1.0
+    )
     everywhere = torch.ones(48, 48, dtype=torch.bool)
     for index in range(2):
         item, alone = parts[(index, 3)], plain[(index, 3)]

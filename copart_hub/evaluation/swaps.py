@@ -82,14 +82,16 @@ def transfer_error(
     points: Sequence[tuple[np.ndarray, np.ndarray]],
     scale: Sequence[float] | None = None,
     motion: bool = True,
+    swapper: PartSwapper | None = None,
 ) -> float:
     """Mean distance between each target point mapped into the source by the swap's part
     motion and the source's same point, over ``pairs`` (source, target) with their
     ``points`` (source ``[N, 2]``, target ``[N, 2]``, NaN where missing), each pair's distances
     divided by its ``scale`` (e.g. the source's inter-ocular distance; default 1: pixels).
-    ``motion=False``: the same crops mapped onto each other without motion (the baseline)."""
-    device = next(model.parameters()).device
-    swapper = PartSwapper(model, device=device, render="pixels")
+    ``motion=False``: the same crops mapped onto each other without motion (the baseline).
+    ``swapper``: the :class:`PartSwapper` of ``model`` to use (default: ``render="pixels"``)."""
+    if swapper is None:
+        swapper = PartSwapper(model, device=next(model.parameters()).device, render="pixels")
     errors = []
     for n, ((source, target), (p_source, p_target)) in enumerate(zip(pairs, points, strict=True)):
         seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))

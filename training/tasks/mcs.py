@@ -210,10 +210,10 @@ class McsStillPairs(Dataset):
         max_translation: float = 0.1,
         local_jitter: float = 0.04,
         part_masks: list[np.ndarray] | None = None,
-        part_rotation_deg: float = 12.0,
-        part_scale: float = 0.12,
-        part_translation: float = 0.08,
-        part_move_prob: float = 1.0,
+        part_rotation_deg: float = 20.0,
+        part_scale: float = 0.2,
+        part_translation: float = 0.15,
+        part_move_prob: float = 0.3,
     ) -> None:
         if not images:
             raise ValueError("need at least one image")
