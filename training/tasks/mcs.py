@@ -190,7 +190,7 @@ class McsStillPairs(Dataset):
     Items have the keys of :class:`McsFramePairs` (``clip`` = -1, ``times`` = (0, 0)).
 
     With ``part_masks`` (one ``[J+1, h, w]`` soft map per image, channel 0 the background, e.g.
-    a SCOPS model's parts), each part also moves by its own small random affine about its
+    a SCOPS model's parts), each part also moves by its own random affine about its
     centre (:func:`part_motion_grid` of the maps, rotation ``part_rotation_deg``, scale
     ``1 +- part_scale``, shift ``part_translation``; each part moves with probability
     ``part_move_prob``, else not) before the warp: ``T(z) = G(z) + D(G(z))`` with
@@ -222,9 +222,9 @@ class McsStillPairs(Dataset):
                 raise ValueError(f"{len(maps)} {name} maps for {len(images)} images")
         if part_masks is not None and any(m.ndim != 3 or m.shape[0] < 2 for m in part_masks):
             raise ValueError("part_masks must be [J+1, h, w] maps with at least one part")
-        self.images, self.foregrounds, self.part_masks = images, foregrounds, part_masks
         if not 0 <= part_move_prob <= 1:
             raise ValueError(f"part_move_prob must be in [0, 1], got {part_move_prob}")
+        self.images, self.foregrounds, self.part_masks = images, foregrounds, part_masks
         self.part_motion = (math.radians(part_rotation_deg), part_scale, part_translation)
         self.part_move_prob = part_move_prob
         self.seed, self.jitter, self.flip_p = seed, jitter, flip_p
@@ -388,7 +388,7 @@ class McsTask(Task):
         # front of a static background, or "none" (the whole image)
         "still_foreground": "boundary",
         # a part model (zoo name, folder or Hub id; e.g. scops_faces300w) whose parts each move
-        # by their own small random affine inside a still pair (McsStillPairs): motion that
+        # by their own random affine inside a still pair (McsStillPairs): motion that
         # differs between the parts of one object, as a video has and one warp has not
         "still_part_teacher": None,
         # how they move (McsStillPairs: part_rotation_deg, part_scale, part_translation in
