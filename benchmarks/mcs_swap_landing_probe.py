@@ -3,7 +3,12 @@ between held-out images (the protocol of ``copart-hub eval parts``: 16 pairs, ev
 landmark or keypoint carried into the source) under four motions: the model's learned part
 affines, the part centres alone (identity affines: translation per part), one linear map fitted
 on the part centres (as for SCOPS models, :func:`~copart_hub.part_swap.centre_alignment`), and
-no motion (the crops mapped onto each other).
+no motion (the crops mapped onto each other). On faces also by landmark group (iBUG 68: jaw,
+brows, nose, eyes, mouth), and the bar a motion could reach: one similarity fitted on the
+ground-truth landmarks of each pair (least squares, target onto source). A second table
+separates motion from correspondence: each source against a copy of itself moved by a known
+similarity (the still-pair setting the model trains on), where no part has to match another
+image's.
 
     python benchmarks/mcs_swap_landing_probe.py --model mcs_faces --dataset faces300w
 """
@@ -14,11 +19,11 @@ import argparse
 
 import numpy as np
 import torch
+from PIL import Image
 
 from copart_hub import from_pretrained
 from copart_hub.data.collections import five_landmarks
 from copart_hub.evaluation.parts import DATASETS, swap_pairs
-from copart_hub.evaluation.swaps import transfer_error
 from copart_hub.models.mcs import MCSSegmentation
 from copart_hub.part_swap import PartSwapper, centre_alignment
 
@@ -51,6 +56,64 @@ class ProbeSwapper(PartSwapper):
         return seg_source
 
 
+#: iBUG 68 landmark groups
+FACE_GROUPS = {
+    "jaw": slice(0, 17),
+    "brows": slice(17, 27),
+    "nose": slice(27, 36),
+    "eyes": slice(36, 48),
+    "mouth": slice(48, 68),
+}
+
+
+def fitted_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``target`` points ``[N, 2]`` mapped onto ``source`` by the least-squares similarity
+    (scale, rotation, shift) between them: the ground-truth bar of a swap's landing."""
+    n = len(target)
+    design = np.zeros((2 * n, 4))
+    design[0::2] = np.c_[target[:, 0], -target[:, 1], np.ones(n), np.zeros(n)]
+    design[1::2] = np.c_[target[:, 1], target[:, 0], np.zeros(n), np.ones(n)]
+    a, b, tx, ty = np.linalg.lstsq(design, source.reshape(-1), rcond=None)[0]
+    return np.c_[a * target[:, 0] - b * target[:, 1] + tx, b * target[:, 0] + a * target[:, 1] + ty]
+
+
+def moved_copy(
+    image: Image.Image, points: np.ndarray, shift: float = 15.0, angle: float = 10.0
+) -> tuple[Image.Image, np.ndarray]:
+    """``image`` turned by ``angle`` degrees (anticlockwise on screen) about its centre, then
+    moved ``shift`` pixels right, and its ``points`` ``[N, 2]`` (x, y) moved alike."""
+    centre = np.array([image.width, image.height]) / 2
+    moved = image.rotate(
+        angle, Image.Resampling.BILINEAR, translate=(shift, 0), center=tuple(centre)
+    )
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    turn = np.array([[c, s], [-s, c]])  # y points down
+    return moved, (points - centre) @ turn.T + centre + np.array([shift, 0.0])
+
+
+def landing_table(rows, pairs, points, scale, groups, unit: str) -> None:
+    """Print the mean landing of ``rows`` ``(name, swapper or None for the landmark bar,
+    motion)`` over ``pairs``, overall and per landmark group."""
+    print(f"| motion | landing ({unit}) |" + "".join(f" {g} |" for g in groups))
+    print("|---|---:|" + "---:|" * len(groups))
+    for name, swapper, motion in rows:
+        distances = []  # [pairs, N]: each point's landing, NaN where unseen
+        for (source, target), (p_source, p_target), s in zip(pairs, points, scale, strict=True):
+            seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
+            if swapper is None:
+                moved = fitted_similarity(p_source[seen], p_target[seen])
+            else:
+                moved = swapper.transfer_points(source, target, p_target[seen], motion)
+            d = np.full(len(p_source), np.nan)
+            d[seen] = np.linalg.norm(moved - p_source[seen], axis=1) / s
+            distances.append(d)
+        distances = np.stack(distances)
+        # the mean over pairs of each pair's mean, as copart_hub.evaluation.swaps.transfer_error
+        cells = [np.nanmean(np.nanmean(distances, 1))]
+        cells += [np.nanmean(np.nanmean(distances[:, g], 1)) for g in groups.values()]
+        print(f"| {name} |" + "".join(f" {c:.1f} |" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mcs_faces", help="an MCS model: name or folder")
@@ -66,13 +129,23 @@ def main() -> None:
         scale, unit = np.linalg.norm(eyes[:, 0] - eyes[:, 1], axis=1) / 100, "% IOD"
     else:
         points = [(test.keypoints[s], test.keypoints[t]) for s, t in index]
-        scale, unit = None, "px"
-    print(f"| motion | landing ({unit}) |\n|---|---:|")
+        scale, unit = np.ones(len(pairs)), "px"
+    groups = FACE_GROUPS if test.landmarks is not None else {}
     device = next(model.parameters()).device
-    for motion in ("learned", "centres", "fitted"):
-        swapper = ProbeSwapper(model, device, "pixels", motion)
-        print(f"| {motion} | {transfer_error(model, pairs, points, scale, swapper=swapper):.1f} |")
-    print(f"| no motion | {transfer_error(model, pairs, points, scale, motion=False):.1f} |")
+    swappers = {
+        m: ProbeSwapper(model, device, "pixels", m) for m in ("learned", "centres", "fitted")
+    }
+    rows = [(m, swappers[m], True) for m in swappers] + [("no motion", swappers["learned"], False)]
+    bar = ("similarity on the true points (bar)", None, True)
+    print("Swaps between two held-out images\n")
+    landing_table([*rows, bar], pairs, points, scale, groups, unit)
+    print("\nEach source against itself turned 10 degrees and moved 15 px\n")
+    same, same_points = [], []
+    for (source, _), (p_source, _) in zip(pairs, points, strict=True):
+        copy, p_copy = moved_copy(source, p_source)
+        same.append((source, copy))
+        same_points.append((p_source, p_copy))
+    landing_table(rows, same, same_points, scale, groups, unit)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ class TrainConfig:
     # exponential moving average of the released model's weights (timm's ModelEmaV3); validation,
     # samples and exports use the average, which is checkpointed and resumed with the run.
     # null: the weights as trained. With the warm-up the decay is min(this, 1 - step^-2/3), for
-    # runs from scratch; without it the decay is this from the second step (fine-tuning)
+    # runs from scratch; without it the decay is this from the second step (fine-tuning: from
+    # scratch the average keeps decay^step of the random init, e.g. BatchNorm variances of 1.0
+    # at 8 % after 1250 steps of 0.998, and validated all background: mcs_ablations.md)
     model_ema_decay: float | None = None
     model_ema_warmup: bool = True
     task_args: dict[str, Any] = field(default_factory=dict)
