@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -78,12 +79,18 @@ def test_videos_are_found_recursively_and_centre_cropped(video_dir: Path):
     assert np.abs(cropped.astype(int) - tall[:, 8:40].astype(int)).max() <= 2  # only rounding
 
 
-def test_frames_are_cached_by_path_and_mtime(video_dir: Path):
+def test_frames_are_cached_by_content(video_dir: Path):
     path = video_dir / "a.mp4"
     first = video_frames(path, 16)
     assert len(first) == 8 and first[[0, 7]].shape == (2, 16, 16, 3) and first[3].dtype == np.uint8
     again = video_frames(path, 16)
     assert again.table.cache_files == first.table.cache_files  # decoded once
+    # the same bytes copied elsewhere and touched (a data folder copied anew): not decoded again
+    copy = video_dir / "copy" / "a.mp4"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    os.utime(copy, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert video_frames(copy, 16).table.cache_files == first.table.cache_files
     write_clip(path, 32, 40, 6)  # the file changes: decoded again
     changed = video_frames(path, 16)
     assert len(changed) == 6 and changed.table.cache_files != first.table.cache_files
