@@ -20,10 +20,12 @@ import argparse
 import numpy as np
 import torch
 from PIL import Image
+from skimage.transform import SimilarityTransform
 
 from copart_hub import from_pretrained
 from copart_hub.data.collections import five_landmarks
 from copart_hub.evaluation.parts import DATASETS, swap_pairs
+from copart_hub.evaluation.swaps import landing_distances
 from copart_hub.models.mcs import MCSSegmentation
 from copart_hub.part_swap import PartSwapper, centre_alignment
 
@@ -66,15 +68,17 @@ FACE_GROUPS = {
 }
 
 
-def fitted_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``target`` points ``[N, 2]`` mapped onto ``source`` by the least-squares similarity
-    (scale, rotation, shift) between them: the ground-truth bar of a swap's landing."""
-    n = len(target)
-    design = np.zeros((2 * n, 4))
-    design[0::2] = np.c_[target[:, 0], -target[:, 1], np.ones(n), np.zeros(n)]
-    design[1::2] = np.c_[target[:, 1], target[:, 0], np.zeros(n), np.ones(n)]
-    a, b, tx, ty = np.linalg.lstsq(design, source.reshape(-1), rcond=None)[0]
-    return np.c_[a * target[:, 0] - b * target[:, 1] + tx, b * target[:, 0] + a * target[:, 1] + ty]
+def similarity_bar(points, scale) -> np.ndarray:
+    """``[pairs, N]`` landing of each target point mapped onto the source by the least-squares
+    similarity between the pair's true points (scikit-image): the bar of a swap's landing."""
+    rows = []
+    for (p_source, p_target), s in zip(points, scale, strict=True):
+        seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
+        fit = SimilarityTransform.from_estimate(p_target[seen], p_source[seen])
+        row = np.full(len(p_source), np.nan)
+        row[seen] = np.linalg.norm(fit(p_target[seen]) - p_source[seen], axis=1) / s
+        rows.append(row)
+    return np.stack(rows)
 
 
 def moved_copy(
@@ -91,27 +95,23 @@ def moved_copy(
     return moved, (points - centre) @ turn.T + centre + np.array([shift, 0.0])
 
 
-def landing_table(rows, pairs, points, scale, groups, unit: str) -> None:
-    """Print the mean landing of ``rows`` ``(name, swapper or None for the landmark bar,
-    motion)`` over ``pairs``, overall and per landmark group."""
+def landing_table(rows: list[tuple[str, np.ndarray]], groups, unit: str) -> None:
+    """Print each row's mean landing (``[pairs, N]`` distances: the mean over pairs of each
+    pair's mean, as :func:`~copart_hub.evaluation.swaps.transfer_error`), overall and per
+    landmark group."""
     print(f"| motion | landing ({unit}) |" + "".join(f" {g} |" for g in groups))
     print("|---|---:|" + "---:|" * len(groups))
-    for name, swapper, motion in rows:
-        distances = []  # [pairs, N]: each point's landing, NaN where unseen
-        for (source, target), (p_source, p_target), s in zip(pairs, points, scale, strict=True):
-            seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
-            if swapper is None:
-                moved = fitted_similarity(p_source[seen], p_target[seen])
-            else:
-                moved = swapper.transfer_points(source, target, p_target[seen], motion)
-            d = np.full(len(p_source), np.nan)
-            d[seen] = np.linalg.norm(moved - p_source[seen], axis=1) / s
-            distances.append(d)
-        distances = np.stack(distances)
-        # the mean over pairs of each pair's mean, as copart_hub.evaluation.swaps.transfer_error
+    for name, distances in rows:
         cells = [np.nanmean(np.nanmean(distances, 1))]
         cells += [np.nanmean(np.nanmean(distances[:, g], 1)) for g in groups.values()]
         print(f"| {name} |" + "".join(f" {c:.1f} |" for c in cells))
+
+
+def motion_rows(swappers, pairs, points, scale) -> list[tuple[str, np.ndarray]]:
+    """The landing of every probe motion, and of no motion, over ``pairs``."""
+    rows = [(m, landing_distances(sw, pairs, points, scale)) for m, sw in swappers.items()]
+    no_motion = landing_distances(swappers["learned"], pairs, points, scale, motion=False)
+    return [*rows, ("no motion", no_motion)]
 
 
 def main() -> None:
@@ -135,17 +135,16 @@ def main() -> None:
     swappers = {
         m: ProbeSwapper(model, device, "pixels", m) for m in ("learned", "centres", "fitted")
     }
-    rows = [(m, swappers[m], True) for m in swappers] + [("no motion", swappers["learned"], False)]
-    bar = ("similarity on the true points (bar)", None, True)
     print("Swaps between two held-out images\n")
-    landing_table([*rows, bar], pairs, points, scale, groups, unit)
+    bar = ("similarity on the true points (bar)", similarity_bar(points, scale))
+    landing_table([*motion_rows(swappers, pairs, points, scale), bar], groups, unit)
     print("\nEach source against itself turned 10 degrees and moved 15 px\n")
     same, same_points = [], []
     for (source, _), (p_source, _) in zip(pairs, points, strict=True):
         copy, p_copy = moved_copy(source, p_source)
         same.append((source, copy))
         same_points.append((p_source, p_copy))
-    landing_table(rows, same, same_points, scale, groups, unit)
+    landing_table(motion_rows(swappers, same, same_points, scale), groups, unit)
 
 
 if __name__ == "__main__":

@@ -76,30 +76,43 @@ def swap_scores(
     return scores
 
 
+def landing_distances(
+    swapper: PartSwapper,
+    pairs: Sequence[tuple[Image.Image, Image.Image]],
+    points: Sequence[tuple[np.ndarray, np.ndarray]],
+    scale: Sequence[float] | None = None,
+    motion: bool = True,
+) -> np.ndarray:
+    """``[pairs, N]`` distance between each target point mapped into the source by
+    ``swapper``'s part motion and the source's same point, over ``pairs`` (source, target) with
+    their ``points`` (source ``[N, 2]``, target ``[N, 2]``, NaN where missing, and NaN in the
+    result), each pair's divided by its ``scale`` (default 1: pixels). ``motion=False``: the
+    same crops mapped onto each other without motion (the baseline)."""
+    rows = []
+    for n, ((source, target), (p_source, p_target)) in enumerate(zip(pairs, points, strict=True)):
+        seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
+        row = np.full(len(p_source), np.nan)
+        if seen.any():
+            moved = swapper.transfer_points(source, target, p_target[seen], motion)
+            row[seen] = np.linalg.norm(moved - p_source[seen], axis=1)
+        rows.append(row / (scale[n] if scale is not None else 1.0))
+    return np.stack(rows)
+
+
 def transfer_error(
     model: torch.nn.Module,
     pairs: Sequence[tuple[Image.Image, Image.Image]],
     points: Sequence[tuple[np.ndarray, np.ndarray]],
     scale: Sequence[float] | None = None,
     motion: bool = True,
-    swapper: PartSwapper | None = None,
 ) -> float:
-    """Mean distance between each target point mapped into the source by the swap's part
-    motion and the source's same point, over ``pairs`` (source, target) with their
-    ``points`` (source ``[N, 2]``, target ``[N, 2]``, NaN where missing), each pair's distances
-    divided by its ``scale`` (e.g. the source's inter-ocular distance; default 1: pixels).
-    ``motion=False``: the same crops mapped onto each other without motion (the baseline).
-    ``swapper``: the :class:`PartSwapper` of ``model`` to use (default: ``render="pixels"``)."""
-    if swapper is None:
-        swapper = PartSwapper(model, device=next(model.parameters()).device, render="pixels")
-    errors = []
-    for n, ((source, target), (p_source, p_target)) in enumerate(zip(pairs, points, strict=True)):
-        seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
-        if not seen.any():
-            continue
-        moved = swapper.transfer_points(source, target, p_target[seen], motion)
-        distance = np.linalg.norm(moved - p_source[seen], axis=1)
-        errors.append(distance.mean() / (scale[n] if scale is not None else 1.0))
-    if not errors:
+    """The mean over ``pairs`` of each pair's mean :func:`landing_distances` (pairs without a
+    point seen in both images left out), with ``model``'s :class:`PartSwapper`
+    (``render="pixels"``): e.g. in % of the source's inter-ocular distance for ``scale`` = the
+    distance / 100."""
+    swapper = PartSwapper(model, device=next(model.parameters()).device, render="pixels")
+    distances = landing_distances(swapper, pairs, points, scale, motion)
+    seen = ~np.isnan(distances).all(1)
+    if not seen.any():
         raise ValueError("no pair has a point seen in both images")
-    return float(np.mean(errors))
+    return float(np.nanmean(distances[seen], 1).mean())
