@@ -70,7 +70,8 @@ FACE_GROUPS = {
 
 def similarity_bar(points, scale) -> np.ndarray:
     """``[pairs, N]`` landing of each target point mapped onto the source by the least-squares
-    similarity between the pair's true points (scikit-image): the bar of a swap's landing."""
+    similarity between the pair's true points (scikit-image >= 0.26, as constraints.txt): the
+    bar of a swap's landing."""
     rows = []
     for (p_source, p_target), s in zip(points, scale, strict=True):
         seen = ~(np.isnan(p_source).any(1) | np.isnan(p_target).any(1))
