@@ -224,6 +224,33 @@ def test_model_ema_starts_from_the_weights_of_a_checkpoint_without_one(tmp_path:
     assert _same_weights(_exported(out), trainer._trained().state_dict())
 
 
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.usefixtures("bsds_root")
+def test_model_ema_validate_raw_scores_the_trained_weights_beside_the_average(
+    tmp_path: Path, raw: bool
+):
+    out = tmp_path / "run"
+    args = ["max_steps=2", "val_every=1", "model_ema_decay=0.5", f"model_ema_validate_raw={raw}"]
+    trainer = _trainer(out, *args)
+    seen = []
+
+    def validate(model):
+        seen.append(model)
+        return {"score": 1.0 if model is trainer.ema.module else 0.0}
+
+    trainer.task.validate = validate
+    trainer.train()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "val" in r]
+    assert [r["step"] for r in rows] == [1, 2, 2]  # every step, and the final validation
+    assert all(r["val"] == {"score": 1.0} for r in rows)  # the average is what `val` scores
+    if raw:
+        assert all(r["val_raw"] == {"score": 0.0} for r in rows)
+        assert seen.count(trainer._trained()) == len(rows)
+    else:
+        assert not any("val_raw" in r for r in rows) and len(seen) == len(rows)
+
+
 @pytest.mark.usefixtures("bsds_root")
 def test_an_export_mid_training_leaves_the_model_in_training_mode(tmp_path: Path):
     """Task code may put the model in eval mode (a PartSegmenter does): a ``best/`` export
@@ -341,6 +368,30 @@ def test_cosine_schedule_takes_the_networks_lr_to_zero_over_max_steps(task: str)
     assert seen == pytest.approx(expected, abs=1e-12)
     constant = get_task(task)({"lr": 1e-3}, seed=0)
     assert all(s is None for _, s in constant.build_optimizers(module, max_steps=10))
+
+
+@pytest.mark.parametrize("task", ["scops", "mcs"])
+def test_constant_cosine_schedule_anneals_only_the_last_fraction(task: str):
+    """``constant_cosine``: lr0 for the first 60 % of 10 steps, then the cosine of ``cosine``
+    squeezed into the last 4 steps, down to 0."""
+    import math
+
+    from copart_hub.training.tasks import get_task
+
+    args = {"lr": 1e-3, "lr_schedule": "constant_cosine", "lr_anneal_fraction": 0.4}
+    made = get_task(task)(args, seed=0)
+    (opt, sched), *_ = made.build_optimizers(made.build_model(), max_steps=10)
+    seen = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    expected = [1e-3] * 5 + [1e-3 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(5)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_anneal_fraction must be in"):
+        get_task(task)({**args, "lr_anneal_fraction": 0}, seed=0).build_optimizers(
+            made.build_model(), max_steps=10
+        )
 
 
 def test_channels_last_batch_converts_every_image_tensor_and_nothing_else():

@@ -77,6 +77,9 @@ class TrainConfig:
     # at 8 % after 1250 steps of 0.998, and validated all background: mcs_ablations.md)
     model_ema_decay: float | None = None
     model_ema_warmup: bool = True
+    # with an average: also validate the weights as trained, logged as `val_raw` beside `val`
+    # (the average alone is scored, exported and picked as best)
+    model_ema_validate_raw: bool = False
     task_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -423,12 +423,17 @@ class Trainer:
             model.train(was_training)
 
     def _evaluate(self) -> dict[str, float]:
-        """Validate on the main process; export ``best/`` when the score improves."""
+        """Validate on the main process (the average, and the raw weights beside it with
+        ``model_ema_validate_raw``); export ``best/`` when the average's score improves."""
         scores: dict[str, float] = {}
         if self.acc.is_main_process:
             with self._inference(self._released()) as model:
                 scores = self.task.validate(model)
-            self._log({"step": self.step, "val": scores})
+            record = {"step": self.step, "val": scores}
+            if self.ema is not None and self.cfg.model_ema_validate_raw:
+                with self._inference(self._trained()) as model:
+                    record["val_raw"] = self.task.validate(model)
+            self._log(record)
             self.acc.print(f"step {self.step} validation: {scores}")
             if scores.get("score", float("-inf")) > self.best_score:
                 self.best_score = scores["score"]

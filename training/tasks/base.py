@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -20,18 +21,30 @@ from ..data import BackgroundCrops
 OptimizerPair = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]
 
 #: learning-rate schedules a task may offer (``task_args.lr_schedule``)
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "constant_cosine")
 
 
 def lr_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, max_steps: int
+    optimizer: torch.optim.Optimizer, schedule: str, max_steps: int, anneal_fraction: float = 1.0
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """``constant``: None (no scheduler); ``cosine``: the learning rate falls from its value to 0
-    along half a cosine over ``max_steps`` steps (the trainer steps it once per step)."""
+    along half a cosine over ``max_steps`` steps (the trainer steps it once per step);
+    ``constant_cosine``: constant, then that half cosine over the last ``anneal_fraction`` of
+    the steps (a constant run and its anneal in one run)."""
     if schedule == "constant":
         return None
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
+    if schedule == "constant_cosine":
+        if not 0 < anneal_fraction <= 1:
+            raise ValueError(f"lr_anneal_fraction must be in (0, 1], got {anneal_fraction}")
+        anneal = max(1, round(anneal_fraction * max_steps))
+        start = max_steps - anneal
+
+        def factor(step: int) -> float:
+            return 1.0 if step < start else (1 + math.cos(math.pi * (step - start) / anneal)) / 2
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 

@@ -409,7 +409,8 @@ class McsTask(Task):
         # reconstruction: "flow first, then both"; needs weights.flow > 0; one process only)
         "flow_only_steps": 0,
         "lr": 2e-4,
-        "lr_schedule": "constant",  # or "cosine" (lr to 0 over max_steps)
+        "lr_schedule": "constant",  # "cosine" (lr to 0 over max_steps), "constant_cosine"
+        "lr_anneal_fraction": 0.1,  # constant_cosine: the cosine over this last part of the steps
         "betas": [0.5, 0.999],
         "val_every_nth_frame": 10,
         # held-out protocol of `copart-hub eval parts` (faces300w, faces300w-zoomshift, taichi,
@@ -430,6 +431,7 @@ class McsTask(Task):
         self.check_args("non_negative_int", "flow_only_steps")
         self.check_args("fractions", "betas")
         self.check_choice("lr_schedule", LR_SCHEDULES)
+        self.check_args("fraction", "lr_anneal_fraction")
         self.check_args("ints", "train_clips", "random_channels")
         if any(c < 1 for c in self.args["random_channels"]):
             raise ValueError(
@@ -628,10 +630,10 @@ class McsTask(Task):
 
     def build_optimizers(self, module: nn.Module, max_steps: int) -> list[OptimizerPair]:
         """Adam (official: lr 2e-4, betas (0.5, 0.999), no scheduler) for both modules;
-        ``lr_schedule=cosine`` decays it to 0 over ``max_steps``."""
+        ``lr_schedule`` may decay it (:func:`~.base.lr_scheduler`)."""
         a = self.args
         opt = torch.optim.Adam(module.model.parameters(), lr=a["lr"], betas=tuple(a["betas"]))
-        return [(opt, lr_scheduler(opt, a["lr_schedule"], max_steps))]
+        return [(opt, lr_scheduler(opt, a["lr_schedule"], max_steps, a["lr_anneal_fraction"]))]
 
     # ----------------------------------------------------------------- losses
     def training_step(

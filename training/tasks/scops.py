@@ -347,7 +347,8 @@ class ScopsTask(Task):
         "loss_size": None,  # side of the maps the losses see; None = the input size (official)
         "ema_decay": 0.999,
         "lr": 1e-4,
-        "lr_schedule": "constant",  # or "cosine" (the network's lr to 0 over max_steps)
+        "lr_schedule": "constant",  # "cosine" (lr to 0 over max_steps), "constant_cosine"
+        "lr_anneal_fraction": 0.1,  # constant_cosine: the cosine over this last part of the steps
         "basis_lr": 0.01,
         "weights": {},
         "val_fit_images": 400,
@@ -373,6 +374,7 @@ class ScopsTask(Task):
         self.check_args("folder", "data_dir", "mask_dir")
         self.check_choice("basis", BASIS_KINDS)
         self.check_choice("lr_schedule", LR_SCHEDULES)
+        self.check_args("fraction", "lr_anneal_fraction")
         if not self.args["data_dir"]:
             self.check_choice("collection", COLLECTIONS)
         paste = self.args["paste_backgrounds"]
@@ -413,12 +415,13 @@ class ScopsTask(Task):
         """Adam for the network (from scratch; the official SGD 1e-5/1e-4 fine-tunes an ImageNet
         ResNet) and the official SGD for the basis. Clip gradients (``clip_grad_norm``, 5 in the
         configs): an unclipped first basis step with the 1e4 weight kills rows of ReLU(w).
-        ``lr_schedule=cosine`` decays the network's lr to 0 over ``max_steps``."""
+        ``lr_schedule`` may decay the network's lr (:func:`~.base.lr_scheduler`)."""
         model_opt = torch.optim.Adam(module.model.parameters(), lr=self.args["lr"])
         basis_opt = torch.optim.SGD(
             module.basis.parameters(), lr=self.args["basis_lr"], momentum=0.9, weight_decay=5e-4
         )
-        schedule = lr_scheduler(model_opt, self.args["lr_schedule"], max_steps)
+        a = self.args
+        schedule = lr_scheduler(model_opt, a["lr_schedule"], max_steps, a["lr_anneal_fraction"])
         return [(model_opt, schedule), (basis_opt, None)]
 
     # ----------------------------------------------------------------- losses
