@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -311,8 +312,27 @@ def test_collection_foreground_sources_and_cache(tmp_path, monkeypatch):
     assert (maps["grabcut"][12:36, 20:44] == 255).mean() > 0.95 and maps["grabcut"][:8].max() == 0
     assert len(np.unique(maps["boundary"])) > 2
     assert (maps["masks"] == 255).all() and (maps["none"] == 255).all()
-    caches = {add_foreground(rows, s, None).cache_files[0]["filename"] for s in ("grabcut", "none")}
+    caches = {
+        add_foreground(rows, s, None).cache_files[-1]["filename"] for s in ("grabcut", "none")
+    }
     assert len(caches) == 2  # one cache per source
+    calls = []
+    monkeypatch.setattr(
+        "copart_hub.training.data.unsupervised_foreground",
+        lambda image, method: calls.append(method) or np.zeros(image.shape[:2]),
+    )
+    image = tmp_path / "imgs" / "a.png"
+    moved = tmp_path / "copied" / "a.png"
+    moved.parent.mkdir()
+    shutil.copy(image, moved)  # a copy elsewhere, with a new time: the same content
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    for path in (image, moved):
+        again = add_foreground(image_rows(paths=[path]), "grabcut", None)
+        assert (np.asarray(again[0]["foreground"]) == maps["grabcut"]).all() and not calls
+        assert Path(again[0]["image"].filename) == path  # the rows are read afresh
+    Image.fromarray(255 - img).save(moved)  # an edited image is computed again
+    add_foreground(image_rows(paths=[moved]), "grabcut", None)
+    assert len(calls) == 1
     mask = tmp_path / "masks" / "a.png"
     stat = mask.stat()
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(mask)  # the user edits a mask

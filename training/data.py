@@ -39,16 +39,31 @@ def image_rows(data_dir: str | None = None, paths: list[Path] | None = None) -> 
     return datasets.load_dataset("imagefolder", data_files=files, split="train")
 
 
-def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
-    """``rows`` with a ``foreground`` map per image (grey PNG), computed once and cached by
-    ``datasets`` (the fingerprint covers the images, the source, :data:`FOREGROUND_CACHE_VERSION`
-    and the names, sizes and times of the files in ``mask_dir``).
+def _file_digest(path: str | Path) -> str:
+    """BLAKE2b of a file's bytes (about 1 s a GB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()
 
-    ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
-    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
-    """
 
-    def foreground(row: dict[str, Any]) -> dict[str, Any]:
+def _content_digests(rows: datasets.Dataset, column: str) -> list[str | None]:
+    """One digest per row of the files (or stored bytes) of an image ``column``, without
+    decoding them; None for an empty cell."""
+    cells = rows.cast_column(column, datasets.Image(decode=False))[column]
+    return [
+        None
+        if cell is None
+        else hashlib.blake2b(cell["bytes"]).hexdigest()
+        if cell["bytes"] is not None
+        else _file_digest(cell["path"])
+        for cell in cells
+    ]
+
+
+def _foreground_rows(
+    rows: datasets.Dataset, saliency: str, mask_dir: str | None
+) -> Iterator[dict[str, Image.Image]]:
+    """The ``foreground`` map of each row of ``rows`` (see :func:`add_foreground`)."""
+    for row in rows:
         image = np.array(row["image"].convert("RGB"))
         if saliency in FOREGROUND_METHODS:
             fg = unsupervised_foreground(image, saliency)
@@ -64,16 +79,32 @@ def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) 
             fg = np.asarray(mask, dtype=np.float32) / 255
         else:
             fg = np.ones(image.shape[:2], dtype=np.float32)
-        return {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
+        yield {"foreground": Image.fromarray(np.round(fg * 255).astype(np.uint8))}
 
-    # an explicit fingerprint: datasets' hash of the function changes with any edit of this file
-    key = [rows._fingerprint, "foreground", saliency, FOREGROUND_CACHE_VERSION]
-    if saliency == "masks" and mask_dir:  # edited mask files -> a new cache
-        files = sorted(f for f in Path(mask_dir).resolve().iterdir() if f.is_file())
-        key += [str(Path(mask_dir).resolve())]
-        key += [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files]
-    fingerprint = datasets.fingerprint.Hasher.hash(key)
-    return rows.map(foreground, new_fingerprint=fingerprint, desc=f"foreground ({saliency})")
+
+def add_foreground(rows: datasets.Dataset, saliency: str, mask_dir: str | None) -> datasets.Dataset:
+    """``rows`` with a ``foreground`` map per image (grey PNG), computed once into a
+    ``datasets`` table keyed by content: the bytes of every image (and mask) in row order, the
+    source, :data:`FOREGROUND_CACHE_VERSION` and the names and bytes of the files in
+    ``mask_dir``. A copied, touched or moved collection reuses it; an edited file recomputes it.
+
+    ``saliency``: an unsupervised method (:data:`FOREGROUND_METHODS`), ``masks`` (the rows'
+    ``mask`` column, else a file of the same stem in ``mask_dir``) or ``none``.
+    """
+    key = [FOREGROUND_CACHE_VERSION, saliency, _content_digests(rows, "image")]
+    if saliency == "masks":
+        if "mask" in rows.column_names:
+            key.append(_content_digests(rows, "mask"))
+        if mask_dir:
+            files = sorted(f for f in Path(mask_dir).resolve().iterdir() if f.is_file())
+            key.append([(f.name, _file_digest(f)) for f in files])
+    maps = datasets.Dataset.from_generator(
+        _foreground_rows,
+        features=datasets.Features({"foreground": datasets.Image()}),
+        gen_kwargs={"rows": rows, "saliency": saliency, "mask_dir": mask_dir},
+        fingerprint=datasets.fingerprint.Hasher.hash(key),
+    )
+    return datasets.concatenate_datasets([rows, maps], axis=1)
 
 
 def bsds500_dataset(
@@ -221,9 +252,7 @@ def video_frames(path: str | Path, size: int, cache_dir: str | None = None) -> C
     also when the file was copied or touched since, and a changed file is decoded again.
     Decoding errors are raised as :func:`read_video` raises them."""
     path = Path(path).resolve()
-    with open(path, "rb") as f:
-        content = hashlib.file_digest(f, "blake2b").hexdigest()
-    key = f"{VIDEO_CACHE_VERSION}|{content}|{size}"
+    key = f"{VIDEO_CACHE_VERSION}|{_file_digest(path)}|{size}"
     features = datasets.Features({"frame": datasets.Array3D((size, size, 3), "uint8")})
     try:
         table = datasets.Dataset.from_generator(
