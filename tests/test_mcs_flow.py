@@ -758,3 +758,34 @@ def test_copy_paste_puts_both_frames_on_one_still_background(tmp_path: Path):
     card = McsTask({"paste_backgrounds": "bsds500"}, seed=0).card_info()
     assert card["datasets"] == ["Tai-Chi-HD", "BSDS500"] and "Berkeley" in card["data_licence"]
     assert "Berkeley" in licence_text("mcs_taichi", card["data_source"])  # its LICENSE.md
+
+
+def test_teacher_part_maps_are_its_soft_masks_cached_per_weights_and_pixels(
+    tmp_path: Path, tiny_part_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+):
+    """``still_part_teacher``'s maps: the teacher's soft masks at ``side``, computed once; the
+    same weights and pixels read the cache, other pixels or weights are computed again."""
+    from copart_hub.training import data
+
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]
+    tiny_part_model.save_pretrained(tmp_path / "teacher")
+    maps = data.teacher_part_maps(images, tmp_path / "teacher", side=6)
+    direct = PartSegmenter(tiny_part_model)
+    for image, got in zip(images, maps, strict=True):
+        expected = direct(Image.fromarray(image)).masks_at((6, 6)).astype(np.float16)
+        assert got.dtype == np.float16 and got.shape == (4, 6, 6)
+        np.testing.assert_array_equal(got, expected)
+    computed = []
+    rows = data._part_map_rows
+    monkeypatch.setattr(data, "_part_map_rows", lambda **k: computed.append(1) or rows(**k))
+    np.testing.assert_array_equal(data.teacher_part_maps(images, tmp_path / "teacher", 6), maps)
+    assert not computed  # served from the cache
+    images[1] = 255 - images[1]
+    data.teacher_part_maps(images, tmp_path / "teacher", 6)
+    with torch.no_grad():
+        tiny_part_model.head.bias[0] = 50.0
+    tiny_part_model.save_pretrained(tmp_path / "other")
+    other = data.teacher_part_maps(images, tmp_path / "other", 6)
+    assert len(computed) == 2 and not np.array_equal(other[0], maps[0])

@@ -183,6 +183,46 @@ class ClipFrames:
         return np.array(self.table[np.asarray(index).tolist()]["frame"])
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """16 hex digits of SHA-256 over a model's weight names and values: a cache key that a
+    cache made with other weights never shares."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _part_map_rows(
+    images: tuple[np.ndarray, ...], segmenter: PartSegmenter, side: int
+) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, len(images), segmenter.batch_size):
+        chunk = [Image.fromarray(image) for image in images[start : start + segmenter.batch_size]]
+        for result in segmenter(chunk):
+            yield {"maps": result.masks_at((side, side)).astype(np.float16)}
+
+
+def teacher_part_maps(images: list[np.ndarray], teacher: str | Path, side: int) -> list[np.ndarray]:
+    """A trained part model's soft part maps ``float16 [J+1, side, side]`` of each ``uint8
+    [H, W, 3]`` image, computed once and cached by ``datasets`` (keyed by the model's weights,
+    the images' pixels, ``side`` and :data:`FOREGROUND_CACHE_VERSION`)."""
+    segmenter = PartSegmenter(teacher, device="cpu", batch_size=64)
+    pixels = hashlib.blake2b()
+    for image in images:
+        pixels.update(np.ascontiguousarray(image).tobytes())
+        pixels.update(str(image.shape).encode())
+    key = f"{FOREGROUND_CACHE_VERSION}|{weights_fingerprint(segmenter.model)}|{pixels.hexdigest()}"
+    channels = segmenter.model.num_parts + 1
+    table = datasets.Dataset.from_generator(
+        _part_map_rows,
+        features=datasets.Features({"maps": datasets.Array3D((channels, side, side), "float16")}),
+        # a tuple: datasets would shard a list into one generator call per image
+        gen_kwargs={"images": tuple(images), "segmenter": segmenter, "side": side},
+        fingerprint=hashlib.sha256(f"{key}|{side}".encode()).hexdigest()[:32],
+    )
+    return list(np.asarray(table.with_format("numpy")["maps"], dtype=np.float16))
+
+
 class TeacherForeground:
     """The foreground of a trained part model (label != 0, refined by GrabCut seeded with it:
     :class:`~copart_hub.pipelines.PartSegmenter` with ``grabcut=True``), the self-training
@@ -192,11 +232,7 @@ class TeacherForeground:
     def __init__(self, model: str | Path, batch_size: int = 32) -> None:
         self.name = str(model)
         self.segmenter = PartSegmenter(model, device="cpu", batch_size=batch_size, grabcut=True)
-        digest = hashlib.sha256()
-        for key, tensor in self.segmenter.model.state_dict().items():
-            digest.update(key.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        self.fingerprint = digest.hexdigest()[:16]
+        self.fingerprint = weights_fingerprint(self.segmenter.model)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """``uint8 [B, H, W, 3]`` -> ``uint8 [B, H, W]`` foreground in {0, 255}."""

@@ -57,7 +57,6 @@ from copart_hub.losses.scops import background_loss
 from copart_hub.models.mcs import MCSModel, MCSSegmentation, part_motion_grid
 from copart_hub.ops.coordinates import coordinate_grid, part_centres
 from copart_hub.ops.warps import random_mcs_tps, random_scops_tps
-from copart_hub.pipelines import PartSegmenter
 from copart_hub.saliency import FOREGROUND_METHODS
 
 from ..data import (
@@ -66,6 +65,7 @@ from ..data import (
     TeacherForeground,
     add_foreground,
     image_rows,
+    teacher_part_maps,
     video_foregrounds,
     video_frames,
 )
@@ -578,14 +578,11 @@ class McsTask(Task):
 
     def still_parts(self, images: list[np.ndarray]) -> list[np.ndarray] | None:
         """``still_part_teacher``'s soft part maps ``float16 [J+1, size/4, size/4]`` of each
-        still image (None without a teacher)."""
+        still image (None without a teacher), cached (:func:`~..data.teacher_part_maps`)."""
         teacher = self.args["still_part_teacher"]
         if teacher is None:
             return None
-        segmenter = PartSegmenter(teacher, device="cpu", batch_size=64)
-        side = max(self.args["size"] // 4, 1)
-        results = segmenter([Image.fromarray(image) for image in images])
-        return [r.masks_at((side, side)).astype(np.float16) for r in results]
+        return teacher_part_maps(images, teacher, max(self.args["size"] // 4, 1))
 
     def train_dataset(self) -> Dataset:
         """Video frame pairs (with DIS flow targets when ``weights.flow`` or
