@@ -41,7 +41,8 @@ def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
     old = tmp_path / "old"
     old.mkdir()
     (old / "README.md").write_text(
-        f"# old\n\n{SCORES_HEADING}\n\n### faces\n\n| this model | 32.3 |\n\n## Samples\n"
+        f"# old\n\n{SCORES_HEADING}\n\nThe curve below\n\n### faces\n\n| this model | 32.3 |\n"
+        "| this model + GrabCut | 30.1 |\n| mean shape | 40.0 |\n\n## Samples\n"
     )
     target = release(best, "tiny", zoo=tmp_path / "zoo", previous=old)
     assert target == tmp_path / "zoo" / "tiny"
@@ -63,7 +64,11 @@ def test_release_writes_half_weights_that_reload_close(tmp_path: Path):
     assert licence.startswith("# Terms of the `tiny` weights\n") and "`best`" not in licence
     assert "![validation curve](curve.png)" in card and (target / "curve.png").is_file()
     assert "| 200 | -35.5 |" in card and "| 1 |" not in card  # validation rows only
-    assert "## Previous release" in card and "#### faces" in card and "32.3" in card
+    previous = card[card.index("## Previous release") : card.index("## Training configuration")]
+    assert "#### faces" in previous and "curve below" not in previous  # its tables, not its words
+    assert "| previous release | 32.3 |" in previous and "| this model" not in previous
+    assert "| previous release + GrabCut | 30.1 |" in previous
+    assert "| mean shape | 40.0 |" in previous
     assert card.index("## Previous release") < card.index("## Training configuration")
     assert not list((tmp_path / "zoo").glob(".*"))  # no staging folder left behind
 
@@ -81,6 +86,10 @@ def test_release_refuses_to_overwrite_and_checks_its_input(tmp_path: Path, capsy
     assert "has no model.safetensors" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         release(best, "y", zoo=zoo, previous=tmp_path / "missing")
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "README.md").write_text(f"# bare\n\n{SCORES_HEADING}\n\nno table\n")
+    with pytest.raises(ValueError, match="no `### <dataset>` section"):
+        release(best, "y", zoo=zoo, previous=tmp_path / "bare")
 
 
 def test_gpu_burst_commands_and_collection(tmp_path: Path, capsys):

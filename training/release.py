@@ -124,7 +124,7 @@ def release(
         span = section_span(text, SCORES_HEADING)
         if span is None:
             raise ValueError(f"{previous}/README.md has no {SCORES_HEADING!r} section")
-        previous_scores = text[span[0] : span[1]].strip()
+        previous_scores = previous_tables(text[span[0] : span[1]])
     staging = zoo / f".{name}.staging"  # written fully, then swapped in
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -156,8 +156,9 @@ def release(
             )
             insert_section(card, "## Training curve", body, before="## Training configuration")
     if previous_scores is not None and card.is_file():
-        body = "The scores of the release this one replaces, as its card gave them:\n\n" + re.sub(
-            r"^### ", "#### ", previous_scores, flags=re.MULTILINE
+        body = (
+            "The scores of the release this one replaces, per dataset as its card gave them "
+            "(its own rows as `previous release`):\n\n" + previous_scores
         )
         insert_section(card, "## Previous release", body, before="## Training configuration")
     if target.exists():
@@ -165,6 +166,17 @@ def release(
     staging.rename(target)
     print(f"released {target} (float16 weights; part probabilities within {difference:.2g})")
     return target
+
+
+def previous_tables(scores: str) -> str:
+    """A card's scores section, as the next release's card quotes it: from its first
+    ``### <dataset>`` on (the preamble speaks of that card's curve and checkpoint), one heading
+    level down, its ``this model`` rows renamed ``previous release``."""
+    start = re.search(r"^### ", scores, flags=re.MULTILINE)
+    if start is None:
+        raise ValueError("the previous card's scores have no `### <dataset>` section")
+    tables = re.sub(r"^### ", "#### ", scores[start.start() :].strip(), flags=re.MULTILINE)
+    return re.sub(r"^\| this model\b", "| previous release", tables, flags=re.MULTILINE)
 
 
 def main(argv: list[str] | None = None) -> int:
