@@ -8,7 +8,9 @@ brows, nose, eyes, mouth), and the bar a motion could reach: one similarity fitt
 ground-truth landmarks of each pair (least squares, target onto source). A second table
 separates motion from correspondence: each source against a copy of itself moved by a known
 similarity (the still-pair setting the model trains on), where no part has to match another
-image's.
+image's. A third aligns the full images by the model's foreground mask (one shift by its mass
+centres, one similarity from its second moments) against one shift by the true points'
+centroids: what a silhouette can align.
 
     python benchmarks/mcs_swap_landing_probe.py --model mcs_faces --dataset faces300w
 """
@@ -28,6 +30,7 @@ from copart_hub.evaluation.parts import DATASETS, swap_pairs
 from copart_hub.evaluation.swaps import landing_distances
 from copart_hub.models.mcs import MCSSegmentation
 from copart_hub.part_swap import PartSwapper, centre_alignment
+from copart_hub.pipelines import PartSegmenter
 
 
 class IdentityAffines:
@@ -115,6 +118,40 @@ def motion_rows(swappers, pairs, points, scale) -> list[tuple[str, np.ndarray]]:
     return [*rows, ("no motion", no_motion)]
 
 
+def _moments(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mass centre ``(x, y)`` and square root of the covariance of ``weights`` ``[H, W]``."""
+    y, x = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]]
+    total = weights.sum()
+    centre = np.array([(weights * x).sum(), (weights * y).sum()]) / total
+    d = np.stack([x - centre[0], y - centre[1]], -1)
+    values, vectors = np.linalg.eigh(np.einsum("hwi,hwj,hw->ij", d, d, weights) / total)
+    return centre, vectors @ np.diag(np.sqrt(values)) @ vectors.T
+
+
+def silhouette_rows(model, pairs, points, scale) -> list[tuple[str, np.ndarray]]:
+    """Landing in the full images (no crop): the identity, one shift and one similarity from
+    the model's foreground mask (its mass centre and second moments), and one shift by the
+    true points' centroids (the bar of a translation): what a silhouette can align."""
+    segmenter = PartSegmenter(model)
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in SILHOUETTE_ROWS}
+    for (source, target), (p_source, p_target), s in zip(pairs, points, scale, strict=True):
+        (c_s, a_s), (c_t, a_t) = (_moments(1 - segmenter(im).masks[0]) for im in (source, target))
+        ratio = np.sqrt(np.linalg.det(a_s) / np.linalg.det(a_t))
+        true_shift = np.nanmean(p_source, 0) - np.nanmean(p_target, 0)
+        moved = (p_target, p_target - c_t + c_s, ratio * (p_target - c_t) + c_s)
+        for name, m in zip(SILHOUETTE_ROWS, (*moved, p_target + true_shift), strict=True):
+            rows[name].append(np.linalg.norm(m - p_source, axis=1) / s)
+    return [(name, np.stack(r)) for name, r in rows.items()]
+
+
+SILHOUETTE_ROWS = (
+    "identity (the images as they are)",
+    "shift by the foreground mass centres",
+    "similarity from the foreground moments",
+    "shift by the true points' centroids (bar of a shift)",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mcs_faces", help="an MCS model: name or folder")
@@ -146,6 +183,8 @@ def main() -> None:
         same.append((source, copy))
         same_points.append((p_source, p_copy))
     landing_table(motion_rows(swappers, same, same_points, scale), groups, unit)
+    print("\nThe full images, aligned by the model's foreground or the true centroids\n")
+    landing_table(silhouette_rows(model, pairs, points, scale), groups, unit)
 
 
 if __name__ == "__main__":
