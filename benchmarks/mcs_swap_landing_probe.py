@@ -10,7 +10,9 @@ separates motion from correspondence: each source against a copy of itself moved
 similarity (the still-pair setting the model trains on), where no part has to match another
 image's. A third aligns the full images by the model's foreground mask (one shift by its mass
 centres, one similarity from its second moments) against one shift by the true points'
-centroids: what a silhouette can align.
+centroids: what a silhouette can align. With ``--descriptors`` (a dense descriptor model,
+``copart-hub train --config dve_faces300w``), two more rows: the part affines fitted on its
+matches, and its matches alone.
 
     python benchmarks/mcs_swap_landing_probe.py --model mcs_faces --dataset faces300w
 """
@@ -25,6 +27,7 @@ from PIL import Image
 from skimage.transform import SimilarityTransform
 
 from copart_hub import from_pretrained
+from copart_hub.correspondence import DescriptorMatcher
 from copart_hub.data.collections import five_landmarks
 from copart_hub.evaluation.parts import DATASETS, swap_pairs
 from copart_hub.evaluation.swaps import landing_distances
@@ -55,10 +58,10 @@ class ProbeSwapper(PartSwapper):
         if motion != "learned":
             self.parts = IdentityAffines(self.parts)
 
-    def _motion_source(self, seg_source, seg_target):
+    def _motion_source(self, seg_source, seg_target, source, target):
         if self.motion == "fitted":
             return centre_alignment(seg_source, seg_target)
-        return seg_source
+        return super()._motion_source(seg_source, seg_target, source, target)
 
 
 #: iBUG 68 landmark groups
@@ -156,6 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mcs_faces", help="an MCS model: name or folder")
     parser.add_argument("--dataset", default="faces300w", choices=("faces300w", "taichi"))
+    parser.add_argument(
+        "--descriptors",
+        help="a DenseDescriptorNet (name or folder): adds the part affines fitted on its matches "
+        "(PartSwapper(correspondence=)) and its matches alone (DescriptorMatcher, full images)",
+    )
     args = parser.parse_args()
     model = from_pretrained(args.model).eval()
     test = DATASETS[args.dataset]("val")
@@ -173,9 +181,16 @@ def main() -> None:
     swappers = {
         m: ProbeSwapper(model, device, "pixels", m) for m in ("learned", "centres", "fitted")
     }
+    extra = []
+    if args.descriptors:
+        swappers["descriptor-fitted"] = PartSwapper(
+            model, device, "pixels", correspondence=args.descriptors
+        )
+        matcher = DescriptorMatcher(from_pretrained(args.descriptors), device)
+        extra = [("descriptor matches alone", landing_distances(matcher, pairs, points, scale))]
     print("Swaps between two held-out images\n")
     bar = ("similarity on the true points (bar)", similarity_bar(points, scale))
-    landing_table([*motion_rows(swappers, pairs, points, scale), bar], groups, unit)
+    landing_table([*motion_rows(swappers, pairs, points, scale), *extra, bar], groups, unit)
     print("\nEach source against itself turned 10 degrees and moved 15 px\n")
     same, same_points = [], []
     for (source, _), (p_source, _) in zip(pairs, points, strict=True):

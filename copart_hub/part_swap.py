@@ -45,8 +45,10 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .correspondence import DescriptorMatcher, descriptor_alignment
 from .data.videos import read_video
 from .hub import CopartModel
+from .models.dve import DenseDescriptorNet
 from .models.mcs import (
     MCSModel,
     MCSSegmentation,
@@ -88,6 +90,7 @@ class _Source:
     """A source prepared once for every target frame."""
 
     crop: Tensor  # [1, 3, h, w] at the model's input size
+    region: Image.Image  # the located crop of the photo
     segmentation: MCSSegmentation
     features: list[Tensor]  # the generator's encoder levels of ``crop``
     pixels: Tensor  # [1, 3, H, W] the same crop at the photo's resolution, in [0, 1]
@@ -246,6 +249,11 @@ class PartSwapper:
             the part motion; see the module docstring); default: ``"generator"`` for an
             :class:`MCSModel`, else ``"pixels"``.
 
+        correspondence: a :class:`~copart_hub.models.dve.DenseDescriptorNet` (or its
+            checkpoint): each part then moves by the affine fitted on where its target pixels'
+            descriptors match in the source (:func:`descriptor_alignment`), which holds across
+            instances (two people's faces) where a model's own part motion may not.
+
     Raises ``TypeError`` when the model is not a part model, ``ValueError`` for an unknown
     ``render`` or ``"generator"`` without a generator.
     """
@@ -255,6 +263,7 @@ class PartSwapper:
         model_or_name: CopartModel | str | Path,
         device: Any = None,
         render: str | None = None,
+        correspondence: DenseDescriptorNet | str | Path | None = None,
     ) -> None:
         model = _prepare(model_or_name, CopartModel, device)
         if isinstance(model, MCSModel):
@@ -276,6 +285,10 @@ class PartSwapper:
             )
         self.model, self.render = model, render
         self.device = next(self.model.parameters()).device
+        self.matcher = None
+        if correspondence is not None:
+            descriptors = _prepare(correspondence, DenseDescriptorNet, self.device)
+            self.matcher = DescriptorMatcher(descriptors, self.device)
         self.margin = CROP_MARGIN
         self.feather = FEATHER
 
@@ -286,10 +299,19 @@ class PartSwapper:
     # -- building blocks ---------------------------------------------------------------------
 
     def _motion_source(
-        self, seg_source: MCSSegmentation, seg_target: MCSSegmentation
+        self,
+        seg_source: MCSSegmentation,
+        seg_target: MCSSegmentation,
+        source: Image.Image,
+        target: Image.Image,
     ) -> MCSSegmentation:
-        """The source segmentation whose motion to the target the swap follows: as segmented
-        (an MCS segmenter's learned affines), or aligned on the part centres."""
+        """The source segmentation whose motion to the target the swap follows (``source``,
+        ``target``: the two located crops): fitted on descriptor matches with a
+        ``correspondence`` model (:func:`descriptor_alignment`), else as segmented (an MCS
+        segmenter's learned affines), or aligned on the part centres."""
+        if self.matcher is not None:
+            described = (self.matcher.describe(im)[None] for im in (source, target))
+            return descriptor_alignment(seg_source, seg_target, *described)
         if isinstance(self.parts, CentreParts):
             return centre_alignment(seg_source, seg_target)
         return seg_source
@@ -322,7 +344,7 @@ class PartSwapper:
         with torch.no_grad():
             features = self.generator.encode_levels(crop) if self.render == "generator" else []
             segmentation = self.parts.segment(crop)
-        return _Source(crop, segmentation, features, pixels[None].to(self.device))
+        return _Source(crop, region, segmentation, features, pixels[None].to(self.device))
 
     @torch.no_grad()
     def transfer_points(
@@ -336,10 +358,10 @@ class PartSwapper:
         xy = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
         if xy.ndim != 2 or xy.shape[1] != 2:
             raise ValueError(f"points must be [N, 2] (x, y), got shape {tuple(xy.shape)}")
-        (s_top, s_left, s_h, s_w), _, s_crop = self._crop(load_image(source))
-        (t_top, t_left, t_h, t_w), _, t_crop = self._crop(load_image(target))
+        (s_top, s_left, s_h, s_w), s_region, s_crop = self._crop(load_image(source))
+        (t_top, t_left, t_h, t_w), t_region, t_crop = self._crop(load_image(target))
         seg_target = self.parts.segment(t_crop)
-        seg_source = self._motion_source(self.parts.segment(s_crop), seg_target)
+        seg_source = self._motion_source(self.parts.segment(s_crop), seg_target, s_region, t_region)
         if motion:
             grid = part_motion_grid(seg_target, seg_source).float().permute(0, 3, 1, 2)
         else:
@@ -370,9 +392,10 @@ class PartSwapper:
         crop side, and a border taper at the crop's edge).
         """
         top, left, h, w = box if box is not None else self.locate(target)
-        tgt = self._to_model(target.crop((left, top, left + w, top + h)))
+        region = target.crop((left, top, left + w, top + h))
+        tgt = self._to_model(region)
         seg_target = self.parts.segment(tgt)
-        seg_source = self._motion_source(source.segmentation, seg_target)
+        seg_source = self._motion_source(source.segmentation, seg_target, source.region, region)
         mask = blend_mask(seg_source, seg_target, parts, hard, use_source_segmentation)
         if self.render == "pixels":
             grid = part_motion_grid(seg_target, seg_source).float().permute(0, 3, 1, 2)

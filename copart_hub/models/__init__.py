@@ -2,6 +2,7 @@
 
 from .backbone import TimmBackbone
 from .dff import DFF
+from .dve import DenseDescriptorNet
 from .mcs import MCSGenerator, MCSModel, MCSSegmentation, MCSSegmenter
 from .part_base import PartModel
 from .scops import SCOPS
@@ -11,6 +12,7 @@ __all__ = [
     "DFF",
     "SCOPS",
     "SSN",
+    "DenseDescriptorNet",
     "MCSGenerator",
     "MCSModel",
     "MCSSegmentation",
