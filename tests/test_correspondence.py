@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import copart_hub
 from copart_hub import create_model
 from copart_hub.correspondence import DescriptorMatcher, match_points
 from copart_hub.ops.coordinates import coordinate_grid
@@ -104,3 +105,15 @@ def test_descriptor_alignment_moves_each_part_by_its_matched_affine():
     torch.testing.assert_close(grid[:, 2:6, 0], z[:, 2:6, 0] - 2 * step, atol=0.02, rtol=0)
     torch.testing.assert_close(grid[:, 8:, :], z[:, 8:, :], atol=0.02, rtol=0)
     torch.testing.assert_close(grid[:, 2:6, 1], z[:, 2:6, 1], atol=0.02, rtol=0)
+
+
+def test_descriptor_net_round_trips_with_a_feature_extraction_card(tmp_path):
+    model = create_model("dve_small", width=2, descriptor_dim=4, input_size=(16, 16)).eval()
+    model.save_pretrained(tmp_path / "dve")
+    card = (tmp_path / "dve" / "README.md").read_text()
+    assert "pipeline_tag: image-feature-extraction" in card and "part-segmentation" not in card
+    loaded = copart_hub.from_pretrained(tmp_path / "dve")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.input_size == (16, 16)

@@ -120,13 +120,15 @@ def card_data(name: str, info: dict[str, Any]) -> ModelCardData:
     carry their training data's terms (``unknown`` when nobody said), datasets, tags and a
     ``model-index`` made from the held-out scores."""
     licence = info.get("license_name")
+    pipeline = info.get("pipeline_tag", "image-segmentation")
+    kind = ["part-segmentation"] if pipeline == "image-segmentation" else []
     return ModelCardData(
         library_name="copart_hub",
-        pipeline_tag="image-segmentation",
+        pipeline_tag=pipeline,
         license="other" if licence else "unknown",
         license_name=licence,
         license_link=info.get("license_link") if licence else None,
-        tags=sorted({"copart-hub", "part-segmentation", *info.get("tags", [])}),
+        tags=sorted({"copart-hub", *kind, *info.get("tags", [])}),
         datasets=info.get("datasets"),
         model_name=name,
         eval_results=eval_results(info),
@@ -157,6 +159,7 @@ def build_model_card(model: nn.Module, info: dict[str, Any]) -> ModelCard:
     """Render the card for ``model`` from ``info`` (see the template and :func:`card_data` for
     the keys)."""
     name = info.get("name", type(model).__name__)
+    info = {"pipeline_tag": getattr(model, "card_pipeline_tag", "image-segmentation"), **info}
     return ModelCard.from_template(
         card_data(name, info),
         template_path=str(TEMPLATE),

@@ -10,6 +10,8 @@ the cross-instance correspondence our part models lack without pretrained featur
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,7 +30,12 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 @register_architecture("dve")
-class DenseDescriptorNet(CopartModel, paper_url=PAPER_URL, tags=["descriptors", "dve"]):
+class DenseDescriptorNet(
+    CopartModel,
+    paper_url=PAPER_URL,
+    pipeline_tag="image-feature-extraction",
+    tags=["descriptors", "dve"],
+):
     """Unit descriptors ``[B, descriptor_dim, H/2, W/2]`` of normalised images ``[B, 3, H, W]``
     (H, W multiples of 8).
 
@@ -38,6 +45,8 @@ class DenseDescriptorNet(CopartModel, paper_url=PAPER_URL, tags=["descriptors", 
         input_size: ``(H, W)`` the model was trained at (what pipelines resize to).
         image_mean, image_std: per-channel input normalisation of [0, 1] RGB.
     """
+
+    card_pipeline_tag: ClassVar[str] = "image-feature-extraction"
 
     def __init__(
         self,
