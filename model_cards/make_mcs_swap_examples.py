@@ -1,7 +1,7 @@
 """Part-swap examples of a released MCS model for its card's ``swap_examples.png``.
 
-``python model_cards/make_mcs_swap_examples.py [--model mcs_taichi] [--on videos] [OUT]``
-(default OUT ``runs/swaps``), from the repository root:
+``python model_cards/make_mcs_swap_examples.py [--model mcs_taichi] [--on videos]
+[--correspondence dve_faces300w] [OUT]`` (default OUT ``runs/swaps``), from the repository root:
 
 - ``--on videos``: the shared videos at their native sizes (``OUT/{taichi,ted,talking_face}
   _{render}.mp4``), source | target frame | swapped frame of each render per row;
@@ -9,7 +9,9 @@
   target | swapped by each render per row.
 
 The swapped parts are the target's two largest parts; the renders are ``generator`` (the
-paper's re-drawing) then ``pixels`` (the source's pixels warped by the part motion).
+paper's re-drawing) then ``pixels`` (the source's pixels warped by the part motion); with
+``--correspondence`` (a dense descriptor model) both again with the part motion fitted on its
+matches (``PartSwapper(correspondence=)``).
 """
 
 from __future__ import annotations
@@ -79,12 +81,18 @@ def main() -> None:
     p.add_argument("out", nargs="?", type=Path, default=Path("runs/swaps"))
     p.add_argument("--model", default="mcs_taichi")
     p.add_argument("--on", choices=("videos", "faces"), default="videos")
+    p.add_argument("--correspondence", help="a dense descriptor model: also swap with its motion")
     args = p.parse_args()
     root = shared_data_root()
     if root is None:
         raise SystemExit("../shared/data is not available")
     args.out.mkdir(parents=True, exist_ok=True)
     swappers = [PartSwapper(args.model, device="cpu", render=r) for r in RENDERS]
+    if args.correspondence:
+        swappers += [
+            PartSwapper(args.model, device="cpu", render=r, correspondence=args.correspondence)
+            for r in RENDERS
+        ]
     seg = PartSegmenter(swappers[0].model, device="cpu")
     if args.on == "videos":
         tiles = video_tiles(swappers, seg, root, args.out)

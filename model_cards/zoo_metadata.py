@@ -10,12 +10,14 @@ always says what the card says::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from huggingface_hub import ModelCard
 
 from copart_hub.data.provenance import SOURCES, card_facts, licence_text
 from copart_hub.hub.card import card_data, table_eval_results
+from copart_hub.hub.registry import get_architecture
 from copart_hub.hub.resolve import local_zoo_folder
 
 FACES_SPLIT = "300-W faces, every 5th crop (held out)"
@@ -43,6 +45,7 @@ RELEASES = {
         ["mcs", "motion-cosegmentation", "part-swap"],
         {"faces300w": FACES_SPLIT},
     ),
+    "dve_faces300w": ("faces300w", ["descriptors", "dve"], {"faces300w": FACES_SPLIT}),
 }
 
 
@@ -53,8 +56,10 @@ def expected(name: str) -> tuple[ModelCard, str]:
     sources = (source,) if isinstance(source, str) else source
     src = SOURCES[sources[0]]  # the first names the held-out split
     datasets = {k: (src.dataset, split or src.eval_name) for k, split in sections.items()}
+    config = json.loads((local_zoo_folder(name) / "config.json").read_text(encoding="utf-8"))
     info = {
         **card_facts(*sources),
+        "pipeline_tag": get_architecture(config["architecture"]).card_pipeline_tag,
         "tags": tags,
         "eval_results": table_eval_results(card.content, datasets),
     }

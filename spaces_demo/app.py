@@ -35,6 +35,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
+from huggingface_hub import metadata_load
 from PIL import Image
 from skimage.segmentation import slic
 
@@ -44,6 +45,7 @@ from copart_hub.examples import example_images
 from copart_hub.hub import CopartModel, ModelNotFoundError, zoo_names
 from copart_hub.hub.registry import get_architecture
 from copart_hub.hub.resolve import RELEASED, resolve_checkpoint
+from copart_hub.models.dve import DenseDescriptorNet
 from copart_hub.models.mcs import MCSModel
 from copart_hub.models.part_base import PartModel
 from copart_hub.models.ssn import SSN
@@ -72,6 +74,7 @@ OUTPUT_DIR_NAME = "copart_hub_outputs"  # per-request folders, inside gradio's c
 DEFAULT_SPIXELS = 300
 PNG_COMPRESS_LEVEL = 1  # zlib level of the output PNGs: fast (Pillow's default 6 is ~6x slower)
 VIDEO_PROGRESS = gr.Progress(track_tqdm=True)
+OWN_MOTION = "the model's own"  # the part-swap motion choice without a descriptor model
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -84,11 +87,25 @@ class DemoModels:
     parts: dict[str, str] = field(default_factory=dict)
     swap: dict[str, str] = field(default_factory=dict)
     superpixels: str | None = None
+    #: dense descriptor models (label -> checkpoint) and the datasets each was trained on
+    descriptors: dict[str, str] = field(default_factory=dict)
+    datasets: dict[str, set[str]] = field(default_factory=dict)
+
+    def default_motion(self, swap_label: str | None) -> str:
+        """The part motion a swap model gets by default: a descriptor model trained on a
+        dataset the swap model was trained on (its matches land parts on the same place of
+        another person's face), else the model's own."""
+        trained_on = self.datasets.get(self.swap.get(swap_label or "", ""), set())
+        for label, name in self.descriptors.items():
+            if self.datasets.get(name, set()) & trained_on:
+                return label
+        return OWN_MOTION
 
     @classmethod
     def from_zoo(cls, names: Iterable[str] | None = None) -> DemoModels:
         """Sort checkpoints by kind (read from ``config.json``; weights are not loaded). Every
-        part model segments and swaps (MCS models first in the swap tab, last in the other).
+        part model segments and swaps (MCS models first in the swap tab, last in the other);
+        dense descriptor models offer their part motion to the swaps (``default_motion``).
 
         ``names`` defaults to the local zoo, plus inside a Space (``SYSTEM=spaces``) every
         released checkpoint, fetched from the Hub when not bundled (the wheel bundles only
@@ -106,6 +123,11 @@ class DemoModels:
             arch = get_architecture(config["architecture"])
             if issubclass(arch, SSN):
                 found.superpixels = found.superpixels or name
+                continue
+            card = metadata_load(config_path.parent / "README.md") or {}
+            found.datasets[name] = set(card.get("datasets") or [])
+            if issubclass(arch, DenseDescriptorNet):
+                found.descriptors[name] = name
             elif issubclass(arch, MCSModel):
                 found.swap[name] = name
             elif issubclass(arch, PartModel):
@@ -127,8 +149,9 @@ def _segmenter(name_or_path: str, refine: str | None, grabcut: bool) -> PartSegm
 
 
 @functools.lru_cache(maxsize=4)
-def _swapper(name_or_path: str, render: str) -> PartSwapper:
-    return PartSwapper(_model(name_or_path), render=render)
+def _swapper(name_or_path: str, render: str, correspondence: str | None = None) -> PartSwapper:
+    descriptors = _model(correspondence) if correspondence else None
+    return PartSwapper(_model(name_or_path), render=render, correspondence=descriptors)
 
 
 # -- input checks -----------------------------------------------------------------------------
@@ -399,11 +422,13 @@ def swap(
     mode: str,
     mask_from: str,
     render: str = "pixels",
+    motion: str = OWN_MOTION,
 ) -> tuple[str | None, str | None, str]:
     """-> (result image path or None, result video path or None, downloadable file path).
 
     ``render``: ``"pixels"`` (the source's pixels, warped: sharp) or ``"generator"`` (the
-    paper's re-drawing)."""
+    paper's re-drawing). ``motion``: the model's own part motion, or the label of a dense
+    descriptor model whose matches the part affines are fitted on."""
     source = read_image(source_path, "a source image")
     name = _pick(models.swap, model_label, "part swap")
     if not parts:
@@ -412,7 +437,10 @@ def swap(
         raise _error("Please upload a target image or video.")
     if render not in RENDERS:
         raise _error(f"Render must be one of {', '.join(RENDERS)}.")
-    swapper = _run(lambda: _swapper(name, render))
+    correspondence = (
+        None if motion == OWN_MOTION else _pick(models.descriptors, motion, "descriptor")
+    )
+    swapper = _run(lambda: _swapper(name, render, correspondence))
     hard, from_source = mode == "hard", mask_from == "source"
     out = _out_dir()
     if target_video:
@@ -540,6 +568,14 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     sw_from = gr.Radio(
                         ["target", "source"], value="target", label="Mask from the segmentation of"
                     )
+                    first = swap_labels[0] if swap_labels else None
+                    sw_motion = gr.Dropdown(
+                        [OWN_MOTION, *models.descriptors],
+                        value=models.default_motion(first),
+                        label="Part motion",
+                        info="the model's own, or fitted on a dense descriptor model's matches "
+                        "(lands parts on the same place of another person's face)",
+                    )
                 with gr.Column():
                     sw_target = image_upload(label="Target image", elem_id="sw-target")
                     sw_video = gr.Video(label="or target video (mp4, gif)", elem_id="sw-video")
@@ -589,13 +625,32 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 mode: str,
                 mask_from: str,
                 render: str,
+                motion: str,
                 progress: gr.Progress = VIDEO_PROGRESS,  # mirrors the per-frame tqdm bars
             ) -> Any:
-                return swap(models, source, target, video, model, parts, mode, mask_from, render)
+                return swap(
+                    models, source, target, video, model, parts, mode, mask_from, render, motion
+                )
 
+            sw_model.change(
+                lambda label: gr.update(value=models.default_motion(label)),
+                sw_model,
+                sw_motion,
+                api_name=False,
+            )
             sw_run.click(
                 run_swap,
-                [sw_source, sw_target, sw_video, sw_model, sw_parts, sw_mode, sw_from, sw_render],
+                [
+                    sw_source,
+                    sw_target,
+                    sw_video,
+                    sw_model,
+                    sw_parts,
+                    sw_mode,
+                    sw_from,
+                    sw_render,
+                    sw_motion,
+                ],
                 [sw_result, sw_result_video, sw_file],
                 api_name="swap",
                 **MODEL_CALLS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -76,6 +77,10 @@ def test_a_space_adds_the_released_models(monkeypatch: pytest.MonkeyPatch) -> No
     found = app.DemoModels.from_zoo()
     assert set(found.parts) == {"scops_faces300w", "scops_horses", "mcs_faces", "mcs_taichi"}
     assert list(found.swap) == ["mcs_faces", "mcs_taichi", "scops_faces300w", "scops_horses"]
+    assert found.descriptors == {"dve_faces300w": "dve_faces300w"}
+    # face swaps default to the part motion fitted on the face descriptors' matches
+    assert found.default_motion("mcs_faces") == "dve_faces300w"
+    assert found.default_motion("mcs_taichi") == app.OWN_MOTION
     assert found.superpixels == "ssn_bsds500"
     resolve = app.resolve_checkpoint
 
@@ -164,6 +169,16 @@ def test_swap_image_and_video(models: app.DemoModels, tmp_path: Path) -> None:
     assert video is None and Image.open(image).size == (47, 33) and Path(download).is_file()
     drawn, _, _ = app.swap(models, src, tgt, None, "tiny mcs", [1], "soft", "target", "generator")
     assert not np.array_equal(np.asarray(Image.open(drawn)), np.asarray(Image.open(image)))
+    from copart_hub import create_model
+
+    create_model("dve_small", width=2, descriptor_dim=8, input_size=(16, 16)).save_pretrained(
+        tmp_path / "dve"
+    )
+    with_descriptors = dataclasses.replace(models, descriptors={"tiny dve": str(tmp_path / "dve")})
+    matched, _, _ = app.swap(
+        with_descriptors, src, tgt, None, "tiny mcs", [1], "soft", "target", "pixels", "tiny dve"
+    )
+    assert not np.array_equal(np.asarray(Image.open(matched)), np.asarray(Image.open(image)))
     frames = np.random.default_rng(3).integers(0, 256, (3, 30, 42, 3), dtype=np.uint8)
     clip = tmp_path / "clip.mp4"
     _write_mp4(list(frames), 12.0, clip)

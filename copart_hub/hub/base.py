@@ -40,6 +40,8 @@ class CopartModel(
     """
 
     architecture: ClassVar[str] = ""
+    #: the Hub ``pipeline_tag`` of its cards (descriptor models: ``image-feature-extraction``)
+    card_pipeline_tag: ClassVar[str] = "image-segmentation"
     #: config keys that must be reset before saving (e.g. a local path to backbone weights
     #: that only matters at construction time and is superseded by ``model.safetensors``)
     transient_config: ClassVar[dict[str, Any]] = {}

@@ -19,6 +19,10 @@ METRICS = {
     "mae_sum": ("mae", "keypoint MAE sum (px)"),
     "asa": ("asa", "achievable segmentation accuracy"),
     "boundary_recall": ("recall", "boundary recall"),
+    "landing_iod_pct": (
+        "landing_error",
+        "landing of landmarks carried to another face by descriptor matching (% IOD)",
+    ),
 }
 
 

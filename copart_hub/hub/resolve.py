@@ -30,7 +30,14 @@ HUB_ORG = "copart-hub"
 #: A local mirror (:func:`_mirrors`) is used first, without any download.
 RELEASED: dict[str, tuple[str, str]] = {
     name: (f"{HUB_ORG}/{name}", "main")
-    for name in ("ssn_bsds500", "scops_faces300w", "scops_horses", "mcs_faces", "mcs_taichi")
+    for name in (
+        "ssn_bsds500",
+        "scops_faces300w",
+        "scops_horses",
+        "mcs_faces",
+        "mcs_taichi",
+        "dve_faces300w",
+    )
 }
 #: ``create_model("<entry>.<tag>", pretrained=True)`` names of the released checkpoints
 PRETRAINED_TAGS = {
@@ -39,6 +46,7 @@ PRETRAINED_TAGS = {
     "scops_fpn_regnetx_002.horses": "scops_horses",
     "mcs_k10.taichi": "mcs_taichi",
     "mcs_k10.faces300w": "mcs_faces",
+    "dve_small.faces300w": "dve_faces300w",
 }
 
 
