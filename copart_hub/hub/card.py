@@ -98,14 +98,16 @@ def table_eval_results(text: str, datasets: dict[str, tuple[str, str]]) -> list[
 def eval_results(info: dict[str, Any]) -> list[EvalResult] | None:
     """``EvalResult`` rows for a card's ``model-index``: ``info["eval_results"]`` (dicts of
     :class:`~huggingface_hub.EvalResult` fields), else the known keys of ``info["validation"]``
-    on ``info["eval_dataset"]`` (``{"type", "name", "split"}``)."""
+    on ``info["eval_dataset"]`` (``{"type", "name", "split"}``); the task is the card's
+    ``pipeline_tag``."""
+    task = info.get("pipeline_tag", "image-segmentation")
     if info.get("eval_results"):
-        return [EvalResult(**row) for row in info["eval_results"]]
+        return [EvalResult(**{**row, "task_type": task}) for row in info["eval_results"]]
     dataset = info.get("eval_dataset")
     scores = info.get("validation") or {}
     rows = [
         EvalResult(
-            task_type="image-segmentation",
+            task_type=task,
             dataset_type=dataset["type"],
             dataset_name=dataset["name"],
             dataset_split=dataset.get("split"),
