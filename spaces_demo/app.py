@@ -637,6 +637,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 sw_model,
                 sw_motion,
                 api_name=False,
+                queue=False,  # no model call: it only picks the default
             )
             sw_run.click(
                 run_swap,
