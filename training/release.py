@@ -62,11 +62,15 @@ def plot_curve(curve: list[tuple[int, dict[str, float]]], key: str, path: Path) 
 
 
 def max_output_difference(a: torch.nn.Module, b: torch.nn.Module, size: tuple[int, int]) -> float:
-    """Largest difference of the two models' part probabilities on a fixed random image."""
+    """Largest difference of the two models' outputs on a fixed random image: part
+    probabilities, or the unit descriptors of a descriptor model."""
     image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
     nets = [m.segmenter_only() if hasattr(m, "segmenter_only") else m for m in (a, b)]
+    descriptors = getattr(nets[0], "card_pipeline_tag", "") == "image-feature-extraction"
     with torch.no_grad():
-        pa, pb = (net.eval()(image).float().softmax(1) for net in nets)
+        pa, pb = (net.eval()(image).float() for net in nets)
+    if not descriptors:
+        pa, pb = pa.softmax(1), pb.softmax(1)
     return float((pa - pb).abs().max())
 
 
@@ -137,7 +141,7 @@ def release(
     difference = max_output_difference(original, reloaded, size)
     if difference > 0.02:
         shutil.rmtree(staging)
-        raise ValueError(f"float16 weights change the part probabilities by {difference:.3f}")
+        raise ValueError(f"float16 weights change the outputs by {difference:.3f}")
     card = staging / "README.md"
     if card.is_file():
         rename_card(card, name)
@@ -164,7 +168,7 @@ def release(
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    print(f"released {target} (float16 weights; part probabilities within {difference:.2g})")
+    print(f"released {target} (float16 weights; outputs within {difference:.2g})")
     return target
 
 

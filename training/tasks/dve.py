@@ -32,7 +32,7 @@ from copart_hub.losses.dense_equivariance import dense_equivariance_loss
 from copart_hub.ops.warps import random_scops_tps
 
 from ..sampling import sample_rng
-from .base import OptimizerPair, Task, lr_scheduler, register_task
+from .base import LR_SCHEDULES, OptimizerPair, Task, lr_scheduler, register_task
 
 #: collections with a held-out split carrying landmarks
 COLLECTIONS = {"faces300w": collections.faces300w}
@@ -112,7 +112,7 @@ class DescriptorTask(Task):
         self.check_args("range", "scale_range")
         self.check_args("fraction", "lr_anneal_fraction")
         self.check_choice("collection", COLLECTIONS)
-        self.check_choice("lr_schedule", ("constant", "cosine", "constant_cosine"))
+        self.check_choice("lr_schedule", LR_SCHEDULES)
         if self.args["size"] % 8:
             raise ValueError(f"task_args.size must be a multiple of 8, got {self.args['size']}")
 
