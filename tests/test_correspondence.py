@@ -117,3 +117,27 @@ def test_descriptor_net_round_trips_with_a_feature_extraction_card(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert loaded.input_size == (16, 16)
+
+
+def test_descriptor_alignment_composes_a_non_identity_part_affine():
+    """The target is the source turned a quarter turn, and the target part's own affine is not
+    the identity: the aligned motion still takes each target position to where its descriptor
+    sits in the source (A_S = A A_T, p_S = A p_T + b)."""
+    from copart_hub.correspondence import descriptor_alignment
+    from copart_hub.models.mcs import MCSSegmentation, part_motion_grid
+
+    n = 9
+    source = _codes(n, n, 64)
+    target = torch.rot90(source, 1, dims=(1, 2))
+    masks = torch.zeros(1, 2, n, n)
+    masks[0, 1] = 1  # one part: the whole image
+    a_t = torch.tensor([[[[1.3, 0.4], [-0.2, 0.8]]]])
+    seg_target = MCSSegmentation(masks, torch.tensor([[[0.2, -0.1]]]), a_t)
+    seg_source = MCSSegmentation(masks, torch.zeros(1, 1, 2), torch.eye(2)[None, None])
+    aligned = descriptor_alignment(seg_source, seg_target, source[None], target[None], ridge=0)
+    grid = part_motion_grid(seg_target, aligned)[0].reshape(-1, 2)
+    z = coordinate_grid(n, n, "inclusive").reshape(-1, 2)
+    same = target.flatten(1).T @ source.flatten(1)  # [target, source] cosine
+    expected = z[same.argmax(1)]
+    assert (same.max(1).values > 0.999).all()  # every target descriptor is a source one
+    torch.testing.assert_close(grid, expected, atol=1e-3, rtol=0)

@@ -61,3 +61,13 @@ def test_bad_shapes_are_clear_errors():
         dense_equivariance_loss(source[0], source, _identity(2, 6, 7))
     with pytest.raises(ValueError, match="must share B, C"):
         exchange_descriptors(source, source[:1], 0.1)
+
+
+def test_the_match_is_a_softmax_over_source_positions():
+    """Every target position came from one source position and carries its descriptor: a
+    softmax over the source puts each match there (loss 0); one over the target would not."""
+    source = _distinct(b=1)
+    _, c, h, w = source.shape
+    target = source[:, :, 2:3, 3:4].expand(1, c, h, w)
+    came_from = coordinate_grid(h, w, "inclusive")[2, 3].expand(1, h, w, 2)
+    assert dense_equivariance_loss(source, target, came_from, temperature=0.01) < 1e-3
