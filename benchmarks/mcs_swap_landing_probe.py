@@ -12,7 +12,7 @@ image's. A third aligns the full images by the model's foreground mask (one shif
 centres, one similarity from its second moments) against one shift by the true points'
 centroids: what a silhouette can align. With ``--descriptors`` (a dense descriptor model,
 ``copart-hub train --config dve_faces300w``), two more rows: the part affines fitted on its
-matches, and its matches alone.
+matches, and its matches alone; and the sharpness of the swaps with either motion.
 
     python benchmarks/mcs_swap_landing_probe.py --model mcs_faces --dataset faces300w
 """
@@ -30,9 +30,9 @@ from copart_hub import from_pretrained
 from copart_hub.correspondence import DescriptorMatcher
 from copart_hub.data.collections import five_landmarks
 from copart_hub.evaluation.parts import DATASETS, swap_pairs
-from copart_hub.evaluation.swaps import landing_distances
+from copart_hub.evaluation.swaps import landing_distances, swap_scores
 from copart_hub.models.mcs import MCSSegmentation
-from copart_hub.part_swap import PartSwapper, centre_alignment
+from copart_hub.part_swap import RENDERS, PartSwapper, centre_alignment
 from copart_hub.pipelines import PartSegmenter
 
 
@@ -191,6 +191,13 @@ def main() -> None:
     print("Swaps between two held-out images\n")
     bar = ("similarity on the true points (bar)", similarity_bar(points, scale))
     landing_table([*motion_rows(swappers, pairs, points, scale), *extra, bar], groups, unit)
+    if args.descriptors:
+        print("\nSharpness of the swaps: detail under the mask against the target photo's\n")
+        print("| part motion | " + " | ".join(RENDERS) + " |\n|---|" + "---:|" * len(RENDERS))
+        for name, corr in (("the model's own", None), ("descriptor-fitted", args.descriptors)):
+            scores = swap_scores(model, pairs, corr)
+            cells = [f"{scores.get(f'swap_sharpness_{r}', float('nan')):.3f}" for r in RENDERS]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nEach source against itself turned 10 degrees and moved 15 px\n")
     same, same_points = [], []
     for (source, _), (p_source, _) in zip(pairs, points, strict=True):

@@ -55,17 +55,20 @@ def largest_parts(segmenter: PartSegmenter, image: Image.Image, count: int = 2) 
 
 
 def swap_scores(
-    model: torch.nn.Module, pairs: Sequence[tuple[Image.Image, Image.Image]]
+    model: torch.nn.Module,
+    pairs: Sequence[tuple[Image.Image, Image.Image]],
+    correspondence: torch.nn.Module | str | None = None,
 ) -> dict[str, float]:
     """``swap_sharpness_<render>`` for each render the model has (``pixels`` only without a
     generator): the ratio of summed detail over all ``pairs`` (source, target), each swapping
-    the target's two largest parts."""
+    the target's two largest parts (with the part motion fitted on a dense descriptor model's
+    matches when ``correspondence`` is given: :class:`PartSwapper`)."""
     device = next(model.parameters()).device
     segmenter = PartSegmenter(model, device=device)
     parts = [largest_parts(segmenter, target) for _, target in pairs]
     scores = {}
     for render in RENDERS if hasattr(model, "generator") else ("pixels",):
-        swapper = PartSwapper(model, device=device, render=render)
+        swapper = PartSwapper(model, device=device, render=render, correspondence=correspondence)
         totals = np.zeros(2)
         for (source, target), chosen in zip(pairs, parts, strict=True):
             result, alpha = swapper.swap_image(source, target, chosen, return_alpha=True)
