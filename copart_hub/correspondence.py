@@ -62,16 +62,24 @@ class DescriptorMatcher:
             raise TypeError(f"model must be a DenseDescriptorNet, got {type(model).__name__}")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
+        self._recent: list[tuple[Image.Image, Tensor]] = []  # the last two, most recent last
 
     @torch.no_grad()
     def describe(self, image: Image.Image) -> Tensor:
-        """``[C, h, w]`` unit descriptors of ``image``."""
+        """``[C, h, w]`` unit descriptors of ``image`` (the same image object again, e.g. a
+        swap's source for every frame of a video, is described once)."""
+        for i, (seen, described) in enumerate(self._recent):
+            if seen is image:
+                self._recent.append(self._recent.pop(i))
+                return described
         h, w = self.model.input_size
         rgb = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
         mean = x.new_tensor(self.model.image_mean).view(1, 3, 1, 1)
         std = x.new_tensor(self.model.image_std).view(1, 3, 1, 1)
-        return self.model((x - mean) / std)[0]
+        described = self.model((x - mean) / std)[0]
+        self._recent = [*self._recent[-1:], (image, described)]
+        return described
 
     def transfer_points(
         self, source: Image.Image, target: Image.Image, points: np.ndarray, motion: bool = True

@@ -141,3 +141,17 @@ def test_descriptor_alignment_composes_a_non_identity_part_affine():
     expected = z[same.argmax(1)]
     assert (same.max(1).values > 0.999).all()  # every target descriptor is a source one
     torch.testing.assert_close(grid, expected, atol=1e-3, rtol=0)
+
+
+def test_matcher_describes_a_videos_source_once():
+    """A swap describes its source and each frame: the source object is described once."""
+    model = create_model("dve_small", width=2, descriptor_dim=4, input_size=(16, 16))
+    matcher = DescriptorMatcher(model, device="cpu")
+    calls = []
+    forward = model.forward
+    model.forward = lambda x: calls.append(1) or forward(x)
+    source = Image.new("RGB", (20, 20), (200, 10, 10))
+    for value in range(3):  # three frames
+        matcher.describe(source)
+        matcher.describe(Image.new("RGB", (20, 20), (value, value, value)))
+    assert len(calls) == 4  # the source once, each frame once
